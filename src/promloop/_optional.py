@@ -1,0 +1,25 @@
+"""Optional dependencies: import them, or explain which extra to install."""
+
+from __future__ import annotations
+
+import importlib
+
+from types import ModuleType
+
+
+def import_extra(module: str, extra: str, *, needed_by: str) -> ModuleType:
+    """Import *module*, or raise an ImportError naming the extra that installs it.
+
+    Args:
+        module: The module to import, for example ``"aiohttp"``.
+        extra: promloop's extra that provides it, for example ``"aiohttp"``.
+        needed_by: What needs it, for the message (``"promloop.aio.web"``).
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        msg = (
+            f"{needed_by} needs {module.partition('.')[0]}, which is not installed: "
+            f"pip install 'promloop[{extra}]'"
+        )
+        raise ImportError(msg, name=err.name) from err

@@ -1,0 +1,846 @@
+"""promloop.aio's wrappers, as specified in SPEC §3."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+
+import pytest
+import trio
+
+from prometheus_client import Counter, Gauge, Histogram, Summary
+
+from promloop import aio
+
+
+run = asyncio.run
+
+
+async def succeed(value: object = 42) -> object:
+    await asyncio.sleep(0)
+    return value
+
+
+async def fail(error: BaseException) -> None:
+    await asyncio.sleep(0)
+    raise error
+
+
+async def block_forever() -> None:
+    await asyncio.Event().wait()
+
+
+async def cancel_soon(coroutine: object) -> asyncio.Task[object]:
+    task = asyncio.ensure_future(coroutine)  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    return task
+
+
+def sample(metric: object, suffix: str = "", **labels: str) -> float | None:
+    """Read one sample of a real prometheus_client metric."""
+    for family in metric.collect():  # type: ignore[attr-defined]
+        for s in family.samples:
+            if s.name == family.name + suffix and s.labels == labels:
+                return float(s.value)
+    return None
+
+
+class TestTime:
+    def test_coroutine_function(self, observer, clock):
+        """A coroutine function's runtime is observed once, and its result returned."""
+        decorated = aio.time(observer)(succeed)
+
+        assert 42 == run(decorated())
+        assert [1.0] == observer.observed
+        assert 2 == clock.reads
+
+    def test_exception(self, observer, clock):
+        """A raising call is observed, and its exception propagates unchanged."""
+        error = ValueError("boom")
+
+        with pytest.raises(ValueError) as info:
+            run(aio.time(observer)(fail)(error))
+
+        assert error is info.value
+        assert [1.0] == observer.observed
+
+    def test_cancellation(self, observer, clock):
+        """A cancelled call is observed: the measurement ends with the cancellation."""
+        run(cancel_soon(aio.time(observer)(block_forever)()))
+
+        assert [1.0] == observer.observed
+
+    def test_not_started(self, observer, clock):
+        """A coroutine that is created but never awaited measures nothing."""
+        aio.time(observer)(succeed)().close()
+
+        assert [] == observer.observed
+        assert 0 == clock.reads
+
+    def test_async_generator(self, observer, clock):
+        """An async generator is measured from its first iteration to exhaustion."""
+
+        @aio.time(observer)
+        async def numbers():
+            yield 1
+            assert [] == observer.observed
+            yield 2
+
+        async def consume():
+            return [n async for n in numbers()]
+
+        assert [1, 2] == run(consume())
+        assert [1.0] == observer.observed
+
+    def test_async_generator_aclose(self, observer, clock):
+        """Closing an async generator early ends its measurement, and runs its cleanup."""
+        cleaned_up = []
+
+        @aio.time(observer)
+        async def numbers():
+            try:
+                yield 1
+                yield 2
+            finally:
+                cleaned_up.append(True)
+
+        async def take_one():
+            agen = numbers()
+            first = await agen.__anext__()
+            await agen.aclose()
+            return first
+
+        assert 1 == run(take_one())
+        assert [True] == cleaned_up
+        assert [1.0] == observer.observed
+
+    def test_async_generator_asend_athrow(self, observer, clock):
+        """Values sent and exceptions thrown reach the inner async generator."""
+
+        @aio.time(observer)
+        async def echo():
+            received = None
+            while True:
+                try:
+                    received = yield received
+                except KeyError:
+                    received = "caught"
+
+        async def talk():
+            agen = echo()
+            await agen.asend(None)
+            sent = await agen.asend("hello")
+            thrown = await agen.athrow(KeyError())
+            await agen.aclose()
+            return sent, thrown
+
+        assert ("hello", "caught") == run(talk())
+        assert [1.0] == observer.observed
+
+    def test_async_generator_raises(self, observer, clock):
+        """An exception inside an async generator is observed and propagates."""
+
+        @aio.time(observer)
+        async def broken():
+            yield 1
+            raise ValueError
+
+        async def consume():
+            return [n async for n in broken()]
+
+        with pytest.raises(ValueError):
+            run(consume())
+        assert [1.0] == observer.observed
+
+    def test_async_generator_thrown_exception_escapes(self, observer, clock):
+        """An exception thrown in and not handled ends the generator and the measurement."""
+
+        @aio.time(observer)
+        async def numbers():
+            yield 1
+
+        async def throw():
+            agen = numbers()
+            await agen.__anext__()
+            await agen.athrow(KeyError("in"))
+
+        with pytest.raises(KeyError):
+            run(throw())
+        assert [1.0] == observer.observed
+
+    def test_async_generator_returns_after_throw(self, observer, clock):
+        """An inner generator that ends when an exception is thrown in stops cleanly."""
+
+        @aio.time(observer)
+        async def numbers():
+            try:
+                yield 1
+            except KeyError:
+                return
+
+        async def throw():
+            agen = numbers()
+            await agen.__anext__()
+            with pytest.raises(StopAsyncIteration):
+                await agen.athrow(KeyError())
+
+        run(throw())
+        assert [1.0] == observer.observed
+
+    def test_generator_function(self, observer, clock):
+        """A generator function is measured from its first next() to exhaustion."""
+
+        @aio.time(observer)
+        def numbers():
+            yield 1
+            yield 2
+            return "done"
+
+        gen = numbers()
+        assert 0 == clock.reads
+        assert [1, 2] == list(gen)
+        assert [1.0] == observer.observed
+
+    def test_generator_close(self, observer, clock):
+        """Closing a generator early ends its measurement."""
+
+        @aio.time(observer)
+        def numbers():
+            yield 1
+            yield 2
+
+        gen = numbers()
+        next(gen)
+        gen.close()
+
+        assert [1.0] == observer.observed
+
+    def test_plain_function_value(self, observer, clock):
+        """A plain function returning a value is measured synchronously."""
+        decorated = aio.time(observer)(lambda: "value")
+
+        assert "value" == decorated()
+        assert [1.0] == observer.observed
+
+    def test_plain_function_raises(self, observer, clock):
+        """A plain function that raises is observed, and the exception propagates."""
+
+        @aio.time(observer)
+        def broken():
+            raise ValueError
+
+        with pytest.raises(ValueError):
+            broken()
+        assert [1.0] == observer.observed
+
+    def test_plain_function_returning_coroutine(self, observer, clock):
+        """A plain function's coroutine result is measured until it completes."""
+
+        @aio.time(observer)
+        def deferred_work():
+            return succeed("later")
+
+        pending = deferred_work()
+        assert [] == observer.observed
+
+        assert "later" == run(pending)
+        assert [1.0] == observer.observed
+
+    def test_plain_function_returning_future(self, observer, clock):
+        """A plain function's Future comes back as is, measured until it completes."""
+
+        async def main():
+            future = asyncio.get_running_loop().create_future()
+
+            returned = aio.time(observer)(lambda: future)()
+            assert returned is future
+            future.set_result("done")
+            await asyncio.sleep(0)
+
+        run(main())
+        assert [1.0] == observer.observed
+
+    def test_awaitable_clock_starts_at_call(self, observer, clock):
+        """In the awaitable form, the clock starts when time() is called."""
+        wrapper = aio.time(observer, succeed("value"))
+        assert 1 == clock.reads
+
+        assert "value" == run(wrapper)
+        assert [1.0] == observer.observed
+        assert 2 == clock.reads
+
+    def test_awaitable_exception(self, observer, clock):
+        """The awaitable form observes a failure and re-raises it."""
+        with pytest.raises(ZeroDivisionError):
+            run(aio.time(observer, fail(ZeroDivisionError())))
+        assert [1.0] == observer.observed
+
+    def test_awaitable_task(self, observer, clock):
+        """A Task is measured until it completes, even if the wrapper is never awaited."""
+
+        async def main():
+            task = asyncio.ensure_future(succeed())
+            aio.time(observer, task).close()
+            await task
+            await asyncio.sleep(0)
+
+        run(main())
+        assert [1.0] == observer.observed
+
+    def test_awaitable_task_awaited(self, observer, clock):
+        """Awaiting the wrapper of a Task returns the Task's result."""
+
+        async def main():
+            return await aio.time(observer, asyncio.ensure_future(succeed("task")))
+
+        assert "task" == run(main())
+
+    def test_not_awaitable(self, observer):
+        """A second argument that is not awaitable fails at once, naming the problem."""
+        with pytest.raises(TypeError, match=r"time\(\)'s second argument must be an awaitable"):
+            aio.time(observer, 42)  # type: ignore[call-overload]
+
+    def test_no_observe(self):
+        """A metric without observe() fails at decoration time, naming it."""
+        with pytest.raises(TypeError, match=r"time\(\): .* has no observe\(\) method"):
+            aio.time(object())  # type: ignore[arg-type]
+
+    def test_real_histogram(self, registry):
+        """A real Histogram receives one observation per call."""
+        histogram = Histogram("work_seconds", "Work.", registry=registry)
+
+        run(aio.time(histogram)(succeed)())
+
+        assert 1.0 == sample(histogram, "_count")
+
+    def test_labelled_parent_without_labels(self, registry):
+        """A parent metric with label names and no labels= fails at decoration time."""
+        histogram = Histogram("work_seconds", "Work.", ["route"], registry=registry)
+
+        with pytest.raises(ValueError, match=r"Histogram 'work_seconds' has label names \('route',\)"):
+            aio.time(histogram)
+
+    def test_labels_tuple(self, registry):
+        """labels= receives the call's arguments and returns values in label-name order."""
+        histogram = Histogram("work_seconds", "Work.", ["route", "method"], registry=registry)
+
+        @aio.time(histogram, labels=lambda route, *, method: (route, method))
+        async def handle(route, *, method):
+            return route
+
+        run(handle("/a", method="GET"))
+
+        assert 1.0 == sample(histogram, "_count", route="/a", method="GET")
+
+    def test_labels_dict(self, registry):
+        """labels= may return a dict by label name."""
+        histogram = Histogram("work_seconds", "Work.", ["route"], registry=registry)
+
+        run(aio.time(histogram, labels=lambda: {"route": "/b"})(succeed)())
+
+        assert 1.0 == sample(histogram, "_count", route="/b")
+
+    def test_labels_method(self, registry):
+        """On a method, labels= receives self like the method does."""
+        histogram = Histogram("work_seconds", "Work.", ["who"], registry=registry)
+
+        class Service:
+            name = "svc"
+
+            @aio.time(histogram, labels=lambda self: (self.name,))
+            async def work(self):
+                return self.name
+
+        assert "svc" == run(Service().work())
+        assert 1.0 == sample(histogram, "_count", who="svc")
+
+    def test_labels_awaitable_form(self, registry):
+        """In the awaitable form, labels= is called without arguments."""
+        histogram = Histogram("work_seconds", "Work.", ["route"], registry=registry)
+
+        run(aio.time(histogram, succeed(), labels=lambda: ("/c",)))
+
+        assert 1.0 == sample(histogram, "_count", route="/c")
+
+    def test_labels_on_unlabelled_metric(self, registry):
+        """labels= for a metric without label names fails at decoration time."""
+        histogram = Histogram("work_seconds", "Work.", registry=registry)
+
+        with pytest.raises(ValueError, match="has no label names left to fill"):
+            aio.time(histogram, labels=lambda: ("x",))
+
+    def test_labels_not_callable(self, registry):
+        """labels= must be callable."""
+        histogram = Histogram("work_seconds", "Work.", ["route"], registry=registry)
+
+        with pytest.raises(TypeError, match="labels= must be a callable"):
+            aio.time(histogram, labels=("x",))  # type: ignore[arg-type]
+
+    def test_labels_duck_typed(self, observer):
+        """A duck-typed metric with a labels() method accepts labels=."""
+        seen = []
+
+        class Family:
+            def observe(self, value):
+                raise AssertionError
+
+            def labels(self, *values):
+                seen.append(values)
+                return observer
+
+        run(aio.time(Family(), labels=lambda: ("v",))(succeed)())
+
+        assert [("v",)] == seen
+        assert 1 == len(observer.observed)
+
+    def test_labels_fails_before_work(self, observer):
+        """A labels= callable that raises fails the call before the work runs."""
+        ran = []
+
+        class Family:
+            observe = labels = None
+
+        family = Family()
+        family.observe = lambda value: None  # type: ignore[assignment]
+        family.labels = lambda *values: observer  # type: ignore[assignment]
+
+        @aio.time(family, labels=lambda: 1 / 0)
+        async def work():
+            ran.append(True)
+
+        with pytest.raises(ZeroDivisionError):
+            run(work())
+        assert [] == ran
+
+    def test_exemplar(self, registry):
+        """exemplar= is called after the work, with the call's arguments."""
+        histogram = Histogram("work_seconds", "Work.", registry=registry)
+        calls = []
+
+        def exemplar(trace_id):
+            calls.append(trace_id)
+            return {"trace_id": trace_id}
+
+        run(aio.time(histogram, exemplar=exemplar)(succeed)("abc"))
+
+        exemplars = [s.exemplar for s in next(iter(histogram.collect())).samples if s.exemplar]
+        assert ["abc"] == calls
+        assert [{"trace_id": "abc"}] == [e.labels for e in exemplars]
+
+    def test_exemplar_none(self, registry):
+        """An exemplar= callable returning None records no exemplar."""
+        histogram = Histogram("work_seconds", "Work.", registry=registry)
+
+        run(aio.time(histogram, exemplar=lambda: None)(succeed)())
+
+        assert [] == [s for s in next(iter(histogram.collect())).samples if s.exemplar]
+        assert 1.0 == sample(histogram, "_count")
+
+    def test_exemplar_unsupported(self, registry):
+        """exemplar= on a metric whose observe() takes no exemplar fails at decoration time."""
+        summary = Summary("work_seconds", "Work.", registry=registry)
+
+        with pytest.raises(ValueError, match=r"Summary 'work_seconds'\.observe\(\) takes no exemplar"):
+            aio.time(summary, exemplar=lambda: None)
+
+    def test_exemplar_not_callable(self, observer):
+        """exemplar= must be callable."""
+        with pytest.raises(TypeError, match="exemplar= must be a callable"):
+            aio.time(observer, exemplar={"a": "b"})  # type: ignore[arg-type]
+
+    def test_exemplar_on_builtin_observe(self):
+        """A metric whose observe() has no inspectable signature is trusted with exemplars."""
+
+        class Builtin:
+            def __init__(self):
+                self.observe = {}.update  # inspect.signature() cannot read it
+
+        aio.time(Builtin(), exemplar=lambda: None)  # type: ignore[arg-type]
+
+    def test_recording_failure_keeps_result(self, caplog):
+        """If observe() fails after the work, the failure is logged and the result kept."""
+
+        class Broken:
+            _name = "broken_seconds"
+
+            def observe(self, value):
+                raise RuntimeError("metric broke")
+
+        with caplog.at_level(logging.ERROR, logger="promloop"):
+            assert 42 == run(aio.time(Broken())(succeed)())
+        assert "time() could not record to Broken 'broken_seconds'" in caplog.text
+
+    def test_recording_failure_keeps_exception(self, caplog):
+        """If observe() fails after the work raised, the work's exception propagates."""
+
+        class Broken:
+            def observe(self, value):
+                raise RuntimeError("metric broke")
+
+        with caplog.at_level(logging.ERROR, logger="promloop"), pytest.raises(KeyError):
+            run(aio.time(Broken())(fail)(KeyError()))
+
+    def test_labelled_recording_failure(self, registry, caplog):
+        """A faulty exemplar= callable is logged; the result is kept."""
+        histogram = Histogram("work_seconds", "Work.", registry=registry)
+
+        with caplog.at_level(logging.ERROR, logger="promloop"):
+            assert 42 == run(aio.time(histogram, exemplar=lambda: 1 / 0)(succeed)())
+        assert "could not record" in caplog.text
+
+    def test_trio(self, observer, clock):
+        """Decorated coroutines run under trio: no asyncio-only API is used."""
+
+        @aio.time(observer)
+        async def work():
+            await trio.sleep(0)
+            return "trio"
+
+        assert "trio" == trio.run(work)
+        assert [1.0] == observer.observed
+
+
+class TestCountExceptions:
+    def test_success(self, counter):
+        """A call that succeeds counts nothing."""
+        assert 42 == run(aio.count_exceptions(counter)(succeed)())
+        assert 0 == counter.count
+
+    def test_exception(self, counter):
+        """A call that raises counts once, and the exception propagates unchanged."""
+        error = ValueError()
+
+        with pytest.raises(ValueError) as info:
+            run(aio.count_exceptions(counter)(fail)(error))
+
+        assert error is info.value
+        assert 1 == counter.count
+
+    def test_cancellation_not_counted(self, counter):
+        """By default a cancelled call is not a failure."""
+        run(cancel_soon(aio.count_exceptions(counter)(block_forever)()))
+
+        assert 0 == counter.count
+
+    def test_cancellation_counted_when_asked(self, counter):
+        """exc=BaseException counts cancellation too, as prometheus-async did."""
+        run(cancel_soon(aio.count_exceptions(counter, exc=BaseException)(block_forever)()))
+
+        assert 1 == counter.count
+
+    def test_aclose_not_counted(self, counter):
+        """Closing an async generator early (GeneratorExit) is not a failure."""
+
+        @aio.count_exceptions(counter)
+        async def numbers():
+            yield 1
+            yield 2
+
+        async def take_one():
+            agen = numbers()
+            await agen.__anext__()
+            await agen.aclose()
+
+        run(take_one())
+        assert 0 == counter.count
+
+    def test_trio_cancellation_not_counted(self, counter):
+        """trio's cancellation is not a failure either."""
+
+        @aio.count_exceptions(counter)
+        async def sleepy():
+            await trio.sleep_forever()
+
+        async def main():
+            with trio.move_on_after(0):
+                await sleepy()
+
+        trio.run(main)
+        assert 0 == counter.count
+
+    def test_exc_class(self, counter):
+        """Only exceptions of the given class count."""
+        decorated = aio.count_exceptions(counter, exc=KeyError)(fail)
+
+        with pytest.raises(ValueError):
+            run(decorated(ValueError()))
+        with pytest.raises(KeyError):
+            run(decorated(KeyError()))
+
+        assert 1 == counter.count
+
+    def test_exc_tuple(self, counter):
+        """A tuple of classes is honoured exactly."""
+        decorated = aio.count_exceptions(counter, exc=(KeyError, IndexError))(fail)
+
+        for error in (KeyError(), IndexError(), ValueError()):
+            with pytest.raises(type(error)):
+                run(decorated(error))
+
+        assert 2 == counter.count
+
+    @pytest.mark.parametrize("exc", [42, (KeyError, "x"), (), str])
+    def test_exc_invalid(self, counter, exc):
+        """exc= that is not an exception class or a tuple of them fails at decoration time."""
+        with pytest.raises(TypeError, match=r"count_exceptions\(\): exc= must be an exception class"):
+            aio.count_exceptions(counter, exc=exc)
+
+    def test_plain_function_raises(self, counter):
+        """A plain function's synchronous raise counts."""
+
+        @aio.count_exceptions(counter)
+        def broken():
+            raise ValueError
+
+        with pytest.raises(ValueError):
+            broken()
+        assert 1 == counter.count
+
+    def test_generator_raises(self, counter):
+        """A generator that raises while iterated counts."""
+
+        @aio.count_exceptions(counter)
+        def numbers():
+            yield 1
+            raise ValueError
+
+        with pytest.raises(ValueError):
+            list(numbers())
+        assert 1 == counter.count
+
+    def test_awaitable(self, counter):
+        """The awaitable form counts a failure and re-raises it."""
+        with pytest.raises(KeyError):
+            run(aio.count_exceptions(counter, fail(KeyError())))
+        assert 1 == counter.count
+
+    def test_awaitable_success(self, counter):
+        """The awaitable form passes a result through."""
+        assert "ok" == run(aio.count_exceptions(counter, succeed("ok")))
+        assert 0 == counter.count
+
+    def test_failed_task(self, counter):
+        """A failed Task counts once, when it completes, awaited through the wrapper or not."""
+
+        async def main():
+            task = asyncio.ensure_future(fail(KeyError()))
+            with pytest.raises(KeyError):
+                await aio.count_exceptions(counter, task)
+            await asyncio.sleep(0)
+
+        run(main())
+        assert 1 == counter.count
+
+    def test_cancelled_task(self, counter):
+        """A cancelled Task is not counted by default."""
+
+        async def main():
+            task = asyncio.ensure_future(block_forever())
+            wrapper = aio.count_exceptions(counter, task)
+            await asyncio.sleep(0)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await wrapper
+
+        run(main())
+        assert 0 == counter.count
+
+    def test_no_inc(self):
+        """A metric without inc() fails at decoration time."""
+        with pytest.raises(TypeError, match=r"count_exceptions\(\): .* has no inc\(\) method"):
+            aio.count_exceptions(object())  # type: ignore[arg-type]
+
+    def test_labels_and_exemplar(self, registry):
+        """A real Counter gets the labelled child and the exemplar computed from the call."""
+        counter = Counter("failures", "Failures.", ["op"], registry=registry)
+
+        decorated = aio.count_exceptions(
+            counter,
+            labels=lambda error: {"op": type(error).__name__},
+            exemplar=lambda error: {"trace_id": "t1"},
+        )(fail)
+        with pytest.raises(KeyError):
+            run(decorated(KeyError()))
+
+        assert 1.0 == sample(counter, "_total", op="KeyError")
+        [total] = [s for s in next(iter(counter.collect())).samples if s.name == "failures_total"]
+        assert {"trace_id": "t1"} == total.exemplar.labels
+
+    def test_exemplar_without_labels(self, registry):
+        """exemplar= works on an unlabelled Counter."""
+        counter = Counter("failures", "Failures.", registry=registry)
+
+        with pytest.raises(KeyError):
+            run(aio.count_exceptions(counter, exemplar=lambda error: None)(fail)(KeyError()))
+
+        assert 1.0 == sample(counter, "_total")
+
+    def test_exemplar_unsupported(self, counter):
+        """exemplar= on an inc() without an exemplar parameter fails at decoration time."""
+        with pytest.raises(ValueError, match="takes no exemplar"):
+            aio.count_exceptions(counter, exemplar=lambda: None)
+
+    def test_recording_failure_keeps_exception(self, caplog):
+        """If inc() fails, the work's own exception still propagates."""
+
+        class Broken:
+            def inc(self):
+                raise RuntimeError
+
+        with caplog.at_level(logging.ERROR, logger="promloop"), pytest.raises(KeyError):
+            run(aio.count_exceptions(Broken())(fail)(KeyError()))
+        assert "count_exceptions() could not record" in caplog.text
+
+
+class TestTrackInprogress:
+    def test_up_while_running(self, gauge):
+        """The gauge is up while the call runs and down afterwards."""
+
+        @aio.track_inprogress(gauge)
+        async def work():
+            return gauge.value
+
+        assert 1 == run(work())
+        assert 0 == gauge.value
+
+    @pytest.mark.parametrize("error", [ValueError(), KeyboardInterrupt()])
+    def test_exception(self, gauge, error):
+        """The gauge comes down when the call raises anything."""
+        with pytest.raises(type(error)):
+            run(aio.track_inprogress(gauge)(fail)(error))
+        assert (0, 1) == (gauge.value, gauge.highest)
+
+    def test_cancellation(self, gauge):
+        """The gauge comes down when the call is cancelled."""
+        run(cancel_soon(aio.track_inprogress(gauge)(block_forever)()))
+
+        assert (0, 1) == (gauge.value, gauge.highest)
+
+    def test_plain_function_raises(self, gauge):
+        """The gauge comes down when a plain function raises synchronously."""
+
+        @aio.track_inprogress(gauge)
+        def broken():
+            raise ValueError
+
+        with pytest.raises(ValueError):
+            broken()
+        assert (0, 1) == (gauge.value, gauge.highest)
+
+    def test_plain_function_coroutine_never_awaited(self, gauge):
+        """A plain function's coroutine result that nobody awaits leaves the gauge at 0."""
+
+        @aio.track_inprogress(gauge)
+        def start_work():
+            return succeed()
+
+        start_work().close()
+
+        assert 0 == gauge.value
+
+    def test_plain_function_coroutine_awaited(self, gauge):
+        """A plain function's coroutine result is tracked while it runs."""
+
+        async def work():
+            return gauge.value
+
+        decorated = aio.track_inprogress(gauge)(lambda: work())
+
+        assert 1 == run(decorated())
+        assert 0 == gauge.value
+
+    def test_async_generator_aclose(self, gauge):
+        """An async generator closed early brings the gauge down."""
+
+        @aio.track_inprogress(gauge)
+        async def numbers():
+            yield gauge.value
+            yield 2
+
+        async def take_one():
+            agen = numbers()
+            first = await agen.__anext__()
+            await agen.aclose()
+            return first
+
+        assert 1 == run(take_one())
+        assert 0 == gauge.value
+
+    def test_future_up_at_once(self, gauge):
+        """For a Future the gauge goes up at once and down on completion, unawaited."""
+
+        async def main():
+            future = asyncio.get_running_loop().create_future()
+            wrapper = aio.track_inprogress(gauge, future)
+            assert 1 == gauge.value
+            future.set_result(None)
+            await asyncio.sleep(0)
+            assert 0 == gauge.value
+            wrapper.close()
+
+        run(main())
+
+    def test_cancelled_future(self, gauge):
+        """A cancelled Future brings the gauge down."""
+
+        async def main():
+            future = asyncio.get_running_loop().create_future()
+            wrapper = aio.track_inprogress(gauge, future)
+            future.cancel()
+            await asyncio.sleep(0)
+            wrapper.close()
+
+        run(main())
+        assert (0, 1) == (gauge.value, gauge.highest)
+
+    def test_coroutine_up_when_running(self, gauge):
+        """For a coroutine object the gauge goes up when it starts running."""
+
+        async def main():
+            wrapper = aio.track_inprogress(gauge, succeed())
+            assert 0 == gauge.value
+            return await wrapper
+
+        assert 42 == run(main())
+        assert (0, 1) == (gauge.value, gauge.highest)
+
+    def test_coroutine_never_awaited(self, gauge):
+        """A wrapped coroutine that is never awaited leaves no trace."""
+        aio.track_inprogress(gauge, succeed()).close()
+        gc.collect()
+
+        assert (0, 0) == (gauge.value, gauge.highest)
+
+    def test_missing_dec(self, counter):
+        """A metric without dec() fails at decoration time."""
+        with pytest.raises(TypeError, match=r"track_inprogress\(\): .* has no dec\(\) method"):
+            aio.track_inprogress(counter)  # type: ignore[arg-type]
+
+    def test_labels(self, registry):
+        """labels= picks the child that goes up and comes down."""
+        gauge = Gauge("busy", "Busy.", ["queue"], registry=registry)
+
+        @aio.track_inprogress(gauge, labels=lambda queue: (queue,))
+        async def work(queue):
+            return sample(gauge, queue=queue)
+
+        assert 1.0 == run(work("q1"))
+        assert 0.0 == sample(gauge, queue="q1")
+
+    def test_recording_failure(self, caplog):
+        """If dec() fails, the failure is logged and the result kept."""
+
+        class Broken:
+            def inc(self):
+                pass
+
+            def dec(self):
+                raise RuntimeError
+
+        with caplog.at_level(logging.ERROR, logger="promloop"):
+            assert 42 == run(aio.track_inprogress(Broken())(succeed)())
+        assert "track_inprogress() could not record" in caplog.text

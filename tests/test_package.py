@@ -1,0 +1,145 @@
+"""The package's surface: exports, laziness, version, and missing extras."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+
+from importlib.metadata import version
+
+import pytest
+
+import promloop
+import promloop.aio
+import promloop.types
+
+
+def run_python(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60
+    )
+
+
+class TestExports:
+    @pytest.mark.parametrize(
+        ("module", "expected"),
+        [
+            (promloop, ["__version__", "aio", "tx"]),
+            (promloop.aio, ["count_exceptions", "time", "track_inprogress"]),
+            (
+                promloop.types,
+                [
+                    "Deregisterer",
+                    "ExemplarFactory",
+                    "InProgressGauge",
+                    "IncDecrementer",
+                    "Incrementer",
+                    "LabelsFactory",
+                    "Observer",
+                    "ParamSpec",
+                    "ServiceDiscovery",
+                ],
+            ),
+        ],
+        ids=lambda value: getattr(value, "__name__", "names"),
+    )
+    def test_all(self, module, expected):
+        """Each public module's __all__ is sorted and lists exactly its public names."""
+        assert expected == module.__all__
+        assert sorted(module.__all__) == module.__all__
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            for name in module.__all__:
+                assert getattr(module, name) is not None
+
+    def test_tx_all(self):
+        """promloop.tx exports the three wrappers."""
+        tx = pytest.importorskip("promloop.tx")
+
+        assert ["count_exceptions", "time", "track_inprogress"] == tx.__all__
+
+    def test_prometheus_async_names(self):
+        """Every name prometheus_async.types offers exists in promloop.types."""
+        for name in ("P", "R", "T", "C", "Deregisterer", "Incrementer", "Observer", "ParamSpec"):
+            assert hasattr(promloop.types, name)
+
+    def test_twisted_type_variables(self):
+        """D and F (bound to Deferred and Failure) load Twisted only when asked for."""
+        pytest.importorskip("twisted")
+
+        assert "D" == promloop.types.D.__name__
+        assert "F" == promloop.types.F.__name__
+
+    def test_unknown_attributes(self):
+        """Unknown attributes raise AttributeError naming the module."""
+        for module in (promloop, promloop.types):
+            with pytest.raises(AttributeError, match=f"module '{module.__name__}' has no attribute 'nope'"):
+                _ = module.nope
+
+    def test_dir(self):
+        """dir(promloop) lists the lazily loaded subpackages."""
+        assert {"aio", "tx", "__version__"} <= set(dir(promloop))
+
+
+class TestIncDecrementer:
+    def test_deprecated_alias(self):
+        """IncDecrementer still works, with a DeprecationWarning naming its replacement."""
+        with pytest.warns(DeprecationWarning, match="use promloop.types.InProgressGauge"):
+            alias = promloop.types.IncDecrementer
+
+        assert promloop.types.InProgressGauge is alias
+
+
+class TestVersion:
+    def test_from_metadata(self):
+        """__version__ is the installed distribution's version."""
+        assert version("promloop") == promloop.__version__
+
+
+class TestLaziness:
+    def test_import_is_cheap(self):
+        """import promloop (and promloop.aio) loads neither aiohttp nor Twisted."""
+        result = run_python(
+            "import sys, promloop, promloop.aio, promloop.types;"
+            "print(sorted(m for m in ('aiohttp', 'twisted') if m in sys.modules))"
+        )
+
+        assert "[]" == result.stdout.strip(), result.stderr
+
+    def test_subpackages_load_on_access(self):
+        """promloop.aio loads on first attribute access."""
+        result = run_python("import promloop; print(promloop.aio.time.__module__)")
+
+        assert "promloop.aio._decorators" == result.stdout.strip(), result.stderr
+
+
+class TestMissingExtras:
+    @pytest.mark.parametrize(
+        ("code", "blocked"),
+        [
+            ("import promloop.tx", "twisted"),
+            ("import promloop; promloop.tx", "twisted"),
+            ("import promloop.types; promloop.types.D", "twisted"),
+        ],
+    )
+    def test_import_error_names_extra(self, code, blocked):
+        """Without the framework, the ImportError says which extra to install."""
+        result = run_python(f"import sys; sys.modules[{blocked!r}] = None\n{code}")
+
+        assert 0 != result.returncode
+        assert "ImportError: " in result.stderr
+        assert "pip install 'promloop[twisted]'" in result.stderr
+
+    def test_import_extra(self, monkeypatch):
+        """import_extra's message names the package, the extra and who needs it."""
+        from promloop._optional import import_extra
+
+        monkeypatch.setitem(sys.modules, "aiohttp", None)
+
+        with pytest.raises(ImportError) as info:
+            import_extra("aiohttp", "aiohttp", needed_by="promloop.aio.web")
+
+        assert (
+            "promloop.aio.web needs aiohttp, which is not installed: pip install 'promloop[aiohttp]'"
+        ) == str(info.value)

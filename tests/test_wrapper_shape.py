@@ -1,0 +1,196 @@
+"""Every wrapper, on both sides, keeps the kind and identity of what it decorates."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import pickle
+
+import pytest
+import wrapt
+
+from promloop import aio
+
+from .conftest import FakeCounter, FakeGauge, FakeObserver
+
+
+try:
+    from promloop import tx
+except ImportError:  # the "no Twisted" tox environments
+    tx = None  # type: ignore[assignment]
+
+SIDES = [aio] if tx is None else [aio, tx]
+
+
+def _decorators() -> list[object]:
+    """One decorator of each wrapper on each side, with fresh fakes."""
+    return [
+        pytest.param(factory, id=f"{side.__name__}.{name}")
+        for side in SIDES
+        for name, factory in [
+            ("time", lambda side=side: side.time(FakeObserver())),
+            ("count_exceptions", lambda side=side: side.count_exceptions(FakeCounter())),
+            ("track_inprogress", lambda side=side: side.track_inprogress(FakeGauge())),
+        ]
+    ]
+
+
+@aio.time(FakeObserver())
+async def module_level_coroutine(x: int) -> int:
+    """Double x."""
+    return 2 * x
+
+
+@aio.count_exceptions(FakeCounter())
+def module_level_function(x: int) -> int:
+    return x
+
+
+def functools_decorator(func):
+    @functools.wraps(func)
+    async def wrapper(*args, **kwargs):
+        return await func(*args, **kwargs)
+
+    return wrapper
+
+
+@wrapt.decorator
+async def wrapt_decorator(wrapped, instance, args, kwargs):
+    return await wrapped(*args, **kwargs)
+
+
+@pytest.mark.parametrize("decorator", _decorators())
+class TestWrapperShape:
+    def test_coroutine_function(self, decorator):
+        """A coroutine function stays one, with its signature and names."""
+
+        async def handler(request: str, *, verbose: bool = False) -> str:
+            """Handle it."""
+            return request
+
+        decorated = decorator()(handler)
+
+        assert inspect.iscoroutinefunction(decorated)
+        assert inspect.signature(handler) == inspect.signature(decorated)
+        assert ("handler", handler.__qualname__, "Handle it.") == (
+            decorated.__name__,
+            decorated.__qualname__,
+            decorated.__doc__,
+        )
+        assert handler is decorated.__wrapped__
+        assert "r" == asyncio.run(decorated("r"))
+
+    def test_async_generator_function(self, decorator):
+        """An async generator function stays one."""
+
+        async def numbers():
+            yield 1
+
+        decorated = decorator()(numbers)
+
+        assert inspect.isasyncgenfunction(decorated)
+        assert not inspect.iscoroutinefunction(decorated)
+
+    def test_generator_function(self, decorator):
+        """A generator function stays one, and returns its value through yield from."""
+
+        def numbers():
+            yield 1
+            return "end"
+
+        def outer(gen):
+            return (yield from gen)
+
+        decorated = decorator()(numbers)
+
+        assert inspect.isgeneratorfunction(decorated)
+        with pytest.raises(StopIteration) as info:
+            gen = outer(decorated())
+            next(gen)
+            next(gen)
+        assert "end" == info.value.value
+
+    def test_plain_function(self, decorator):
+        """A plain function stays plain and returns its value directly."""
+
+        def add(a, b):
+            return a + b
+
+        decorated = decorator()(add)
+
+        assert not inspect.iscoroutinefunction(decorated)
+        assert 3 == decorated(1, 2)
+
+    def test_methods(self, decorator):
+        """Instance methods, classmethods and staticmethods work, decorated either side."""
+
+        class Service:
+            factor = 3
+
+            @decorator()
+            async def instance(self, x):
+                return self.factor * x
+
+            @decorator()
+            @classmethod
+            async def class_inner(cls, x):
+                return cls.factor * x
+
+            @classmethod
+            @decorator()
+            async def class_outer(cls, x):
+                return cls.factor * x
+
+            @decorator()
+            @staticmethod
+            async def static_inner(x):
+                return x
+
+            @staticmethod
+            @decorator()
+            async def static_outer(x):
+                return x
+
+        service = Service()
+
+        async def call_all():
+            return [
+                await service.instance(1),
+                await Service.class_inner(2),
+                await service.class_outer(3),
+                await Service.static_inner(4),
+                await service.static_outer(5),
+            ]
+
+        assert [3, 6, 9, 4, 5] == asyncio.run(call_all())
+        assert inspect.iscoroutinefunction(Service.class_inner)
+        assert inspect.iscoroutinefunction(service.instance)
+
+    @pytest.mark.parametrize("other", [functools_decorator, wrapt_decorator])
+    def test_stacking(self, decorator, other):
+        """Stacks with functools and wrapt decorators, in either order."""
+
+        async def work(x):
+            return x
+
+        below = decorator()(other(work))
+        above = other(decorator()(work))
+
+        assert [1, 2] == [asyncio.run(below(1)), asyncio.run(above(2))]
+        assert inspect.iscoroutinefunction(below)
+        assert inspect.iscoroutinefunction(above)
+        assert "work" == below.__name__ == above.__name__
+
+    def test_not_callable(self, decorator):
+        """Decorating something that cannot be called fails at once."""
+        with pytest.raises(TypeError, match="decorates callables, not 42"):
+            decorator()(42)
+
+
+class TestPickling:
+    def test_module_level_functions(self):
+        """Decorated module-level functions pickle by reference, to themselves."""
+        for func in (module_level_coroutine, module_level_function):
+            assert func is pickle.loads(pickle.dumps(func))
+        assert 4 == asyncio.run(pickle.loads(pickle.dumps(module_level_coroutine))(2))
