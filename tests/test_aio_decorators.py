@@ -321,7 +321,9 @@ class TestTime:
         """A parent metric with label names and no labels= fails at decoration time."""
         histogram = Histogram("work_seconds", "Work.", ["route"], registry=registry)
 
-        with pytest.raises(ValueError, match=r"Histogram 'work_seconds' has label names \('route',\)"):
+        with pytest.raises(
+            ValueError, match=r"Histogram 'work_seconds' has label names \('route',\)"
+        ):
             aio.time(histogram)
 
     def test_labels_tuple(self, registry):
@@ -444,7 +446,9 @@ class TestTime:
         """exemplar= on a metric whose observe() takes no exemplar fails at decoration time."""
         summary = Summary("work_seconds", "Work.", registry=registry)
 
-        with pytest.raises(ValueError, match=r"Summary 'work_seconds'\.observe\(\) takes no exemplar"):
+        with pytest.raises(
+            ValueError, match=r"Summary 'work_seconds'\.observe\(\) takes no exemplar"
+        ):
             aio.time(summary, exemplar=lambda: None)
 
     def test_exemplar_not_callable(self, observer):
@@ -549,7 +553,7 @@ class TestCountExceptions:
         assert 0 == counter.count
 
     def test_trio_cancellation_not_counted(self, counter):
-        """trio's cancellation is not a failure either."""
+        """Trio's cancellation is not a failure either."""
 
         @aio.count_exceptions(counter)
         async def sleepy():
@@ -586,7 +590,9 @@ class TestCountExceptions:
     @pytest.mark.parametrize("exc", [42, (KeyError, "x"), (), str])
     def test_exc_invalid(self, counter, exc):
         """exc= that is not an exception class or a tuple of them fails at decoration time."""
-        with pytest.raises(TypeError, match=r"count_exceptions\(\): exc= must be an exception class"):
+        with pytest.raises(
+            TypeError, match=r"count_exceptions\(\): exc= must be an exception class"
+        ):
             aio.count_exceptions(counter, exc=exc)
 
     def test_plain_function_raises(self, counter):

@@ -74,7 +74,9 @@ class TestExports:
     def test_unknown_attributes(self):
         """Unknown attributes raise AttributeError naming the module."""
         for module in (promloop, promloop.types):
-            with pytest.raises(AttributeError, match=f"module '{module.__name__}' has no attribute 'nope'"):
+            with pytest.raises(
+                AttributeError, match=f"module '{module.__name__}' has no attribute 'nope'"
+            ):
                 _ = module.nope
 
     def test_dir(self):
@@ -99,7 +101,7 @@ class TestVersion:
 
 class TestLaziness:
     def test_import_is_cheap(self):
-        """import promloop (and promloop.aio) loads neither aiohttp nor Twisted."""
+        """Import promloop (and promloop.aio) loads neither aiohttp nor Twisted."""
         result = run_python(
             "import sys, promloop, promloop.aio, promloop.types;"
             "print(sorted(m for m in ('aiohttp', 'twisted') if m in sys.modules))"
@@ -140,6 +142,8 @@ class TestMissingExtras:
         with pytest.raises(ImportError) as info:
             import_extra("aiohttp", "aiohttp", needed_by="promloop.aio.web")
 
-        assert (
-            "promloop.aio.web needs aiohttp, which is not installed: pip install 'promloop[aiohttp]'"
-        ) == str(info.value)
+        expected = (
+            "promloop.aio.web needs aiohttp, which is not installed: "
+            "pip install 'promloop[aiohttp]'"
+        )
+        assert expected == str(info.value)

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from . import aio, tx
 
+    __version__: str
+
 
 __all__ = ["__version__", "aio", "tx"]
 
@@ -28,7 +30,7 @@ def __getattr__(name: str) -> Any:
         return importlib.import_module(f"{__name__}.{name}")
 
     if name == "__version__":
-        from importlib.metadata import version
+        from importlib.metadata import version  # noqa: PLC0415 -- only when asked for
 
         return version("promloop")
 

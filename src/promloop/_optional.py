@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import importlib
 
-from types import ModuleType
+from typing import TYPE_CHECKING
+
+
+if TYPE_CHECKING:
+    from types import ModuleType
 
 
 def import_extra(module: str, extra: str, *, needed_by: str) -> ModuleType:

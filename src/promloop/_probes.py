@@ -75,7 +75,7 @@ def timing_probe(
             elapsed = clock["perf_counter"]() - started
             try:
                 metric.observe(elapsed)
-            except Exception:
+            except Exception:  # noqa: BLE001 -- logged with its traceback
                 _log_recording_failure(who, metric)
 
         return Probe(start, stop)
@@ -94,7 +94,7 @@ def timing_probe(
                 target.observe(elapsed)
             else:
                 target.observe(elapsed, exemplar=exemplar(*args, **kwargs))
-        except Exception:
+        except Exception:  # noqa: BLE001 -- logged with its traceback
             _log_recording_failure(who, metric)
 
     return Probe(start_labelled, stop_labelled)
@@ -131,7 +131,7 @@ def counting_probe(
                 target.inc()
             else:
                 target.inc(exemplar=exemplar(*args, **kwargs))
-        except Exception:
+        except Exception:  # noqa: BLE001 -- logged with its traceback
             _log_recording_failure(who, metric)
 
     return Probe(start, stop)
@@ -150,7 +150,7 @@ def tracking_probe(who: str, metric: Any, *, labels: Callable[..., Any] | None) 
     def stop(target: Any, args: Args, kwargs: Kwargs, error: BaseException | None) -> None:
         try:
             target.dec()
-        except Exception:
+        except Exception:  # noqa: BLE001 -- logged with its traceback
             _log_recording_failure(who, metric)
 
     return Probe(start, stop, starts_with_execution=True)
@@ -159,7 +159,9 @@ def tracking_probe(who: str, metric: Any, *, labels: Callable[..., Any] | None) 
 def _log_recording_failure(who: str, metric: Any) -> None:
     # The work is over by now: raising would replace the application's own
     # result or exception with ours, so the failure is logged instead.
-    _log.exception("%s could not record to %s; the measured call is unaffected.", who, describe(metric))
+    _log.exception(
+        "%s could not record to %s; the measured call is unaffected.", who, describe(metric)
+    )
 
 
 # --- validation -------------------------------------------------------------
@@ -194,7 +196,9 @@ def label_names(metric: Any) -> tuple[str, ...]:
 
 
 def child_resolver(
-    who: str, metric: Any, labels: Callable[..., Any] | None
+    who: str,
+    metric: Any,
+    labels: Any,  # checked here: callers may pass anything
 ) -> Callable[[Args, Kwargs], Any] | None:
     """Check *labels* against *metric*, and return the function that picks the child.
 
@@ -223,7 +227,7 @@ def child_resolver(
         raise ValueError(msg)
 
     def child(args: Args, kwargs: Kwargs) -> Any:
-        values = labels(*args, **kwargs)
+        values: Any = labels(*args, **kwargs)
         if isinstance(values, Mapping):
             return metric.labels(**values)
         return metric.labels(*values)
@@ -241,7 +245,9 @@ def require_exemplar_support(who: str, metric: Any, method: str, exemplar: Any) 
     except (TypeError, ValueError):  # A builtin without a signature: trust it.
         return
     if not any(p.name == "exemplar" or p.kind is p.VAR_KEYWORD for p in parameters):
-        msg = f"{who}: {describe(metric)}.{method}() takes no exemplar, so exemplar= cannot be used."
+        msg = (
+            f"{who}: {describe(metric)}.{method}() takes no exemplar, so exemplar= cannot be used."
+        )
         raise ValueError(msg)
 
 
@@ -274,12 +280,13 @@ def _is_failure(error: BaseException) -> bool:
     return not is_cancellation(error)
 
 
-def exception_filter(who: str, exc: ExceptionTypes | None) -> Callable[[BaseException], bool]:
+def exception_filter(who: str, exc: object) -> Callable[[BaseException], bool]:
     """Return the predicate that decides whether an exception is counted."""
     if exc is None:
         return _is_failure
-    classes = exc if isinstance(exc, tuple) else (exc,)
-    if not classes or not all(isinstance(c, type) and issubclass(c, BaseException) for c in classes):
+    candidates: tuple[object, ...] = exc if isinstance(exc, tuple) else (exc,)  # pyright: ignore[reportUnknownVariableType]
+    classes = tuple(c for c in candidates if isinstance(c, type) and issubclass(c, BaseException))
+    if not classes or len(classes) != len(candidates):
         msg = f"{who}: exc= must be an exception class or a tuple of them, not {exc!r}."
         raise TypeError(msg)
 

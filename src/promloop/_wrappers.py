@@ -18,7 +18,7 @@ import functools
 import inspect
 
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 
 from ._probes import Args, Kwargs, Probe
 
@@ -38,7 +38,8 @@ def instrument(who: str, func: Any, probe: Probe, settle: Settle) -> Any:
     and wrapped again, so the decorator works above or below them.
     """
     if isinstance(func, (classmethod, staticmethod)):
-        return type(func)(instrument(who, func.__func__, probe, settle))
+        descriptor: Any = cast("Any", func)
+        return type(descriptor)(instrument(who, descriptor.__func__, probe, settle))
     if not callable(func):
         msg = f"{who} decorates callables, not {func!r}."
         raise TypeError(msg)
@@ -70,7 +71,9 @@ def _coroutine_wrapper(func: Callable[..., Awaitable[Any]], probe: Probe) -> Cal
     return measured
 
 
-def _generator_wrapper(func: Callable[..., Generator[Any, Any, Any]], probe: Probe) -> Callable[..., Any]:
+def _generator_wrapper(
+    func: Callable[..., Generator[Any, Any, Any]], probe: Probe
+) -> Callable[..., Any]:
     start, stop = probe.start, probe.stop
 
     def measured(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
@@ -87,7 +90,9 @@ def _generator_wrapper(func: Callable[..., Generator[Any, Any, Any]], probe: Pro
     return measured
 
 
-def _async_generator_wrapper(func: Callable[..., AsyncGenerator[Any, Any]], probe: Probe) -> Callable[..., Any]:
+def _async_generator_wrapper(
+    func: Callable[..., AsyncGenerator[Any, Any]], probe: Probe
+) -> Callable[..., Any]:
     start, stop = probe.start, probe.stop
 
     async def measured(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
@@ -95,8 +100,9 @@ def _async_generator_wrapper(func: Callable[..., AsyncGenerator[Any, Any]], prob
         try:
             # There is no "yield from" for async generators: forward every
             # asend(), athrow() and aclose() to the inner generator by hand.
-            inner = func(*args, **kwargs)
-            advance, value = inner.asend, None
+            inner: AsyncGenerator[Any, Any] = func(*args, **kwargs)
+            advance: Callable[[Any], Awaitable[Any]] = inner.asend
+            value: Any = None
             while True:
                 try:
                     item = await advance(value)
@@ -162,7 +168,9 @@ def settle_plain(probe: Probe, result: Any, token: Any, args: Args, kwargs: Kwar
     return result
 
 
-def follow_awaitable(probe: Probe, awaitable: Awaitable[T], token: Any, args: Args, kwargs: Kwargs) -> Any:
+def follow_awaitable(
+    probe: Probe, awaitable: Awaitable[T], token: Any, args: Args, kwargs: Kwargs
+) -> Any:
     """Measure the awaitable result of a plain function until it completes.
 
     Returns a coroutine.  For a probe that ``starts_with_execution`` the call

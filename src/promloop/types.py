@@ -13,10 +13,6 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeAlias, TypeVar
 
 
-if TYPE_CHECKING:
-    from .aio.web import MetricsHTTPServer
-
-
 __all__ = [
     "Deregisterer",
     "ExemplarFactory",
@@ -100,7 +96,9 @@ Deregisterer: TypeAlias = Callable[[], Awaitable[None]]
 class ServiceDiscovery(Protocol):
     """Registers a metrics server with a service-discovery system."""
 
-    async def register(self, metrics_server: MetricsHTTPServer) -> Deregisterer | None:
+    # The server type becomes promloop.aio.web.MetricsHTTPServer when that
+    # module lands (the exposition issue).
+    async def register(self, metrics_server: Any) -> Deregisterer | None:
         """Register *metrics_server*.
 
         Returns:
@@ -127,13 +125,15 @@ def __getattr__(name: str) -> Any:
     # prometheus_async.types offers these when Twisted is installed; loading
     # Twisted only when they are asked for keeps this module cheap.
     if name in ("D", "F"):
-        from ._optional import import_extra
+        from ._optional import import_extra  # noqa: PLC0415 -- only when asked for
 
-        defer = import_extra("twisted.internet.defer", "twisted", needed_by=f"{__name__}.{name}")
-        failure = import_extra("twisted.python.failure", "twisted", needed_by=f"{__name__}.{name}")
+        import_extra("twisted", "twisted", needed_by=f"{__name__}.{name}")
+        from twisted.internet.defer import Deferred  # noqa: PLC0415
+        from twisted.python.failure import Failure  # noqa: PLC0415
+
         type_vars = {
-            "D": TypeVar("D", bound=defer.Deferred),  # type: ignore[misc]
-            "F": TypeVar("F", bound=failure.Failure),  # type: ignore[misc]
+            "D": TypeVar("D", bound=Deferred[Any]),  # pyright: ignore[reportGeneralTypeIssues]
+            "F": TypeVar("F", bound=Failure),  # pyright: ignore[reportGeneralTypeIssues]
         }
         globals().update(type_vars)
         return type_vars[name]

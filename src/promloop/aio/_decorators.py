@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import inspect
 
-from collections.abc import Awaitable, Callable, Coroutine
-from time import perf_counter  # noqa: F401 -- read through _CLOCK, patched by tests
+from time import perf_counter  # noqa: F401  # pyright: ignore[reportUnusedImport] -- read through _CLOCK
 from typing import TYPE_CHECKING, Any, overload
 
 from .._probes import Args, Kwargs, Probe, counting_probe, timing_probe, tracking_probe
@@ -18,6 +17,8 @@ from .._wrappers import NOT_STARTED, instrument, measure_awaitable, settle_plain
 
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Coroutine
+
     from .._probes import ExceptionTypes
     from ..types import ExemplarFactory, Incrementer, InProgressGauge, LabelsFactory, Observer, P, T
 
@@ -32,9 +33,9 @@ _CLOCK = globals()
 def _is_future(obj: Any) -> bool:
     # asyncio.isfuture() without importing asyncio: the attribute that every
     # asyncio-compatible Future (and Task) carries.
-    return getattr(type(obj), "_asyncio_future_blocking", None) is not None and callable(
-        getattr(obj, "add_done_callback", None)
-    )
+    blocking: object = getattr(obj.__class__, "_asyncio_future_blocking", None)
+    add_done_callback: object = getattr(obj, "add_done_callback", None)
+    return blocking is not None and callable(add_done_callback)
 
 
 def _watch_future(probe: Probe, future: Any, token: Any, args: Args, kwargs: Kwargs) -> None:
@@ -65,7 +66,11 @@ async def _await(awaitable: Awaitable[T]) -> T:
 def _apply(who: str, probe: Probe, awaitable: Any) -> Any:
     """Return a decorator, or measure one *awaitable* and return a coroutine."""
     if awaitable is None:
-        return lambda func: instrument(who, func, probe, _settle)
+
+        def decorator(func: Any) -> Any:
+            return instrument(who, func, probe, _settle)
+
+        return decorator
 
     if _is_future(awaitable):
         _watch_future(probe, awaitable, probe.start((), {}), (), {})

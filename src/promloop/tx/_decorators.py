@@ -5,11 +5,14 @@ results: a Deferred is measured until it fires, and the one-Deferred form
 returns the very Deferred it was given, with a callback added.
 """
 
+# Twisted's annotations leave Failure.value and an isinstance-narrowed Deferred
+# partially unknown to pyright; mypy checks these lines fully.
+# pyright: reportUnknownMemberType=false, reportUnknownVariableType=false
+
 from __future__ import annotations
 
-from collections.abc import Callable
-from time import perf_counter  # noqa: F401 -- read through _CLOCK, patched by tests
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from time import perf_counter  # noqa: F401  # pyright: ignore[reportUnusedImport] -- read through _CLOCK
+from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
@@ -19,6 +22,8 @@ from .._wrappers import instrument, settle_plain
 
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .._probes import ExceptionTypes
     from ..types import ExemplarFactory, Incrementer, InProgressGauge, LabelsFactory, Observer, P, T
 
@@ -32,11 +37,16 @@ _CLOCK = globals()
 _Outcome = TypeVar("_Outcome")
 
 
-def _watch_deferred(probe: Probe, deferred: Deferred[Any], token: Any, args: Args, kwargs: Kwargs) -> Deferred[Any]:
+def _watch_deferred(
+    probe: Probe, deferred: Deferred[Any], token: Any, args: Args, kwargs: Kwargs
+) -> Deferred[Any]:
     """Stop the measurement when *deferred* fires, and pass its outcome on untouched."""
 
     def on_fired(outcome: _Outcome) -> _Outcome:
-        probe.stop(token, args, kwargs, outcome.value if isinstance(outcome, Failure) else None)
+        error: BaseException | None = None
+        if isinstance(outcome, Failure):
+            error = cast("BaseException", outcome.value)
+        probe.stop(token, args, kwargs, error)
         return outcome
 
     return deferred.addBoth(on_fired)
@@ -45,21 +55,27 @@ def _watch_deferred(probe: Probe, deferred: Deferred[Any], token: Any, args: Arg
 def _settle(probe: Probe, result: Any, token: Any, args: Args, kwargs: Kwargs) -> Any:
     """Measure what a plain function returned: until it fires if it is a Deferred."""
     if isinstance(result, Deferred):
-        return _watch_deferred(probe, result, token, args, kwargs)
+        pending: Deferred[Any] = result
+        return _watch_deferred(probe, pending, token, args, kwargs)
     return settle_plain(probe, result, token, args, kwargs)
 
 
 def _apply(who: str, probe: Probe, deferred: Any) -> Any:
     """Return a decorator, or measure one *deferred* and return it."""
     if deferred is None:
-        return lambda func: instrument(who, func, probe, _settle)
+
+        def decorator(func: Any) -> Any:
+            return instrument(who, func, probe, _settle)
+
+        return decorator
     if not isinstance(deferred, Deferred):
         msg = (
             f"{who}'s second argument must be a Deferred to measure, not {deferred!r}; "
             f"to decorate a function, call {who} with the metric alone."
         )
         raise TypeError(msg)
-    return _watch_deferred(probe, deferred, probe.start((), {}), (), {})
+    pending: Deferred[Any] = deferred
+    return _watch_deferred(probe, pending, probe.start((), {}), (), {})
 
 
 @overload

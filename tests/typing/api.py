@@ -1,0 +1,160 @@
+"""Realistic use of promloop's public API, checked by mypy and pyright; never run.
+
+Lines ending in ``# type: ignore[code]`` must be type errors: mypy's
+unused-ignore check fails if one of them stops being an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from collections.abc import AsyncIterator, Iterator, Mapping
+
+from prometheus_client import Counter, Gauge, Histogram, Summary
+from twisted.internet.defer import Deferred, succeed
+
+import promloop
+
+from promloop import aio, tx
+from promloop.types import (
+    Deregisterer,
+    ExemplarFactory,
+    Incrementer,
+    InProgressGauge,
+    LabelsFactory,
+    Observer,
+)
+
+
+REQUEST_TIME = Histogram("request_seconds", "Time spent in requests.", ["route"])
+PLAIN_TIME = Summary("plain_seconds", "Time spent elsewhere.")
+FAILURES = Counter("failures", "Failed requests.")
+IN_PROGRESS = Gauge("in_progress", "Requests in progress.")
+
+version: str = promloop.__version__
+
+
+# --- promloop.aio: decorators -------------------------------------------------
+
+
+def route_label(route: str) -> tuple[str]:
+    return (route,)
+
+
+def trace_exemplar(route: str) -> dict[str, str] | None:
+    return {"trace_id": route} if route else None
+
+
+@aio.time(REQUEST_TIME, labels=route_label, exemplar=trace_exemplar)
+@aio.count_exceptions(FAILURES, exc=(KeyError, ValueError))
+@aio.track_inprogress(IN_PROGRESS)
+async def handle(route: str) -> int:
+    await asyncio.sleep(0)
+    return len(route)
+
+
+@aio.time(PLAIN_TIME)
+async def stream() -> AsyncIterator[int]:
+    yield 1
+
+
+@aio.count_exceptions(FAILURES)
+def numbers() -> Iterator[int]:
+    yield 1
+
+
+@aio.track_inprogress(IN_PROGRESS)
+def synchronous(x: float) -> float:
+    return x * 2
+
+
+async def use_aio() -> None:
+    length: int = await handle("/")
+    doubled: float = synchronous(2.0)
+    async for item in stream():
+        _: int = item
+    for number in numbers():
+        _ = number
+
+    # The one-awaitable form returns a coroutine of the awaitable's result.
+    task = asyncio.ensure_future(handle("/task"))
+    from_task: int = await aio.time(PLAIN_TIME, task)
+    counted: int = await aio.count_exceptions(FAILURES, handle("/c"), exc=KeyError)
+    tracked: int = await asyncio.create_task(aio.track_inprogress(IN_PROGRESS, handle("/t")))
+    print(length, doubled, from_task, counted, tracked)
+
+    wrong: str = await handle("/")  # type: ignore[assignment]
+    await handle(42)  # type: ignore[arg-type]
+    aio.time(FAILURES)  # type: ignore[call-overload]
+    aio.track_inprogress(REQUEST_TIME)  # type: ignore[call-overload]
+    aio.count_exceptions(FAILURES, exc=42)  # type: ignore[call-overload]
+    aio.count_exceptions(FAILURES, 42)  # type: ignore[call-overload]
+    print(wrong)
+
+
+# --- promloop.tx -----------------------------------------------------------------
+
+
+@tx.time(PLAIN_TIME)
+@tx.count_exceptions(FAILURES, exc=KeyError)
+@tx.track_inprogress(IN_PROGRESS)
+def render(page: str) -> Deferred[str]:
+    return succeed(page)
+
+
+@tx.time(PLAIN_TIME)
+async def render_async(page: str) -> str:
+    return await succeed(page)
+
+
+def use_tx() -> None:
+    rendered: Deferred[str] = render("home")
+    same: Deferred[str] = tx.time(PLAIN_TIME, rendered)
+    counted: Deferred[str] = tx.count_exceptions(FAILURES, same, exc=(KeyError, IndexError))
+    tracked: Deferred[str] = tx.track_inprogress(IN_PROGRESS, counted)
+    from_coroutine: Deferred[str] = Deferred.fromCoroutine(render_async("about"))
+    print(tracked, from_coroutine)
+
+    tx.time(PLAIN_TIME, "not a Deferred")  # type: ignore[call-overload]
+    render(1)  # type: ignore[arg-type]
+
+
+# --- promloop.types ------------------------------------------------------------
+
+
+class MyObserver:
+    def observe(self, amount: float, /) -> None:
+        pass
+
+
+class MyCounter:
+    def inc(self, amount: float = 1, exemplar: dict[str, str] | None = None) -> None:
+        pass
+
+
+class MyGauge:
+    def inc(self, amount: float = 1) -> None:
+        pass
+
+    def dec(self, amount: float = 1) -> None:
+        pass
+
+
+def labels_for(route: str) -> Mapping[str, str]:
+    return {"route": route}
+
+
+observer: Observer = MyObserver()
+incrementer: Incrementer = MyCounter()
+gauge: InProgressGauge = MyGauge()
+labels_factory: LabelsFactory = labels_for
+exemplar_factory: ExemplarFactory = lambda: None
+not_an_observer: Observer = MyCounter()  # type: ignore[assignment]
+not_a_gauge: InProgressGauge = MyObserver()  # type: ignore[assignment]
+
+
+async def deregister() -> None:
+    pass
+
+
+deregisterer: Deregisterer = deregister
