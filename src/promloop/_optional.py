@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
 
 def import_extra(module: str, extra: str, *, needed_by: str) -> ModuleType:
-    """Import *module*, or raise an ImportError naming the extra that installs it.
+    """Import *module*, or raise a ModuleNotFoundError naming the extra that installs it.
 
     Args:
         module: The module to import, for example ``"aiohttp"``.
@@ -26,4 +26,6 @@ def import_extra(module: str, extra: str, *, needed_by: str) -> ModuleType:
             f"{needed_by} needs {module.partition('.')[0]}, which is not installed: "
             f"pip install 'promloop[{extra}]'"
         )
-        raise ImportError(msg, name=err.name) from err
+        # ModuleNotFoundError, as for any missing module: pytest.importorskip()
+        # and `except ImportError` both handle it.
+        raise ModuleNotFoundError(msg, name=err.name) from err

@@ -1,18 +1,20 @@
 """What each instrumentation records, independent of asyncio and Twisted.
 
-A :class:`Probe` is a pair of callables: ``start(args, kwargs)`` runs when a
-measured piece of work begins and returns a token; ``stop(token, args,
-kwargs, error)`` runs exactly once when it ends, with the exception that ended
-it or None.  ``time()``, ``count_exceptions()`` and ``track_inprogress()`` on
-both sides are one probe each, and ``promloop._wrappers`` applies a probe to
-any kind of callable or pending result.
+Each wrapper is described by a :class:`Recipe`: a few lines of Python that run
+when a measured piece of work begins (``enter``), when it succeeds, and when it
+raises, with the names those lines use.  ``promloop._wrappers`` compiles a
+recipe into wrappers that run these lines inline -- as fast as a hand-written
+wrapper -- and into the ``start``/``stop`` pair used for pending results
+(awaitables, Futures, Deferreds).
 
-The metric is validated here, when the probe is built (decoration time), so a
+The metric is validated here, when the recipe is built (decoration time), so a
 mistake fails at import rather than inside a ``finally`` on the first request.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import inspect
 import logging
 import sys
@@ -25,90 +27,56 @@ _log = logging.getLogger("promloop")
 
 Args = tuple[Any, ...]
 Kwargs = dict[str, Any]
-Start = Callable[[Args, Kwargs], Any]
-Stop = Callable[[Any, Args, Kwargs, "BaseException | None"], None]
-ExceptionTypes = type[BaseException] | tuple[type[BaseException], ...]
 
 
-class Probe:
-    """How one instrumentation starts and stops a measurement.
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """The lines that one instrumentation runs around a piece of work.
 
-    ``starts_with_execution`` is True for probes that must not start before
-    the work actually runs (the in-progress gauge): a coroutine object that is
-    created but never awaited then leaves no trace.
+    The lines may use ``args`` and ``kwargs`` (the call's arguments), the
+    names in *names*, and the globals of the decorator module they are
+    compiled in (``perf_counter``, so that tests can patch it there).
+    *enter* binds the names listed in *state*; *on_success* and *on_error*
+    (which also sees ``error``) use them.  Failures in *on_success* and
+    *on_error* go to ``recording_failed()`` instead of the caller: the work is
+    over, and its own result or exception must come through.
     """
 
-    __slots__ = ("start", "starts_with_execution", "stop")
+    who: str
+    enter: tuple[str, ...]
+    state: tuple[str, ...]
+    on_success: tuple[str, ...]
+    on_error: tuple[str, ...]
+    names: Mapping[str, Any]
+    starts_with_execution: bool = False
+    """True if work must not count as started before it runs (the in-progress
+    gauge): a coroutine object that is never awaited then leaves no trace."""
 
-    def __init__(self, start: Start, stop: Stop, *, starts_with_execution: bool = False) -> None:
-        self.start = start
-        self.stop = stop
-        self.starts_with_execution = starts_with_execution
 
-
-def timing_probe(
-    who: str,
-    metric: Any,
-    *,
-    labels: Callable[..., Any] | None,
-    exemplar: Callable[..., Any] | None,
-    clock: Mapping[str, Callable[[], float]],
-) -> Probe:
-    """Build the probe of ``time()``: ``observe(seconds)`` when the work ends.
-
-    *clock* is the namespace of the calling decorator module: the time is read
-    from its ``perf_counter`` at every measurement, so that tests can patch
-    ``promloop.aio._decorators.perf_counter`` as they patch
-    ``prometheus_async.aio._decorators.perf_counter``.
-    """
+def timing_recipe(who: str, metric: Any, *, labels: object, exemplar: object) -> Recipe:
+    """Build the recipe of ``time()``: ``observe(seconds)`` when the work ends."""
     require_methods(who, metric, "observe", role="an Observer such as a Histogram or a Summary")
     child = child_resolver(who, metric, labels)
     if exemplar is not None:
         require_exemplar_support(who, metric, "observe", exemplar)
 
-    if child is None and exemplar is None:
-
-        def start(args: Args, kwargs: Kwargs) -> float:
-            return clock["perf_counter"]()
-
-        def stop(started: float, args: Args, kwargs: Kwargs, error: BaseException | None) -> None:
-            elapsed = clock["perf_counter"]() - started
-            try:
-                metric.observe(elapsed)
-            except Exception:  # noqa: BLE001 -- logged with its traceback
-                _log_recording_failure(who, metric)
-
-        return Probe(start, stop)
-
-    def start_labelled(args: Args, kwargs: Kwargs) -> tuple[Any, float]:
-        target = metric if child is None else child(args, kwargs)
-        return target, clock["perf_counter"]()
-
-    def stop_labelled(
-        token: tuple[Any, float], args: Args, kwargs: Kwargs, error: BaseException | None
-    ) -> None:
-        target, started = token
-        elapsed = clock["perf_counter"]() - started
-        try:
-            if exemplar is None:
-                target.observe(elapsed)
-            else:
-                target.observe(elapsed, exemplar=exemplar(*args, **kwargs))
-        except Exception:  # noqa: BLE001 -- logged with its traceback
-            _log_recording_failure(who, metric)
-
-    return Probe(start_labelled, stop_labelled)
+    target = "metric" if child is None else "target"
+    observe = f"{target}.observe(perf_counter() - started"
+    observe += ")" if exemplar is None else ", exemplar=exemplar(*args, **kwargs))"
+    return Recipe(
+        who=who,
+        enter=(*_pick_child(child), "started = perf_counter()"),
+        state=(*_child_state(child), "started"),
+        on_success=(observe,),
+        on_error=(observe,),
+        names=_names(who, metric, child=child, exemplar=exemplar),
+    )
 
 
-def counting_probe(
-    who: str,
-    metric: Any,
-    *,
-    exc: ExceptionTypes | None,
-    labels: Callable[..., Any] | None,
-    exemplar: Callable[..., Any] | None,
-) -> Probe:
-    """Build the probe of ``count_exceptions()``: ``inc()`` when the work raises *exc*.
+def counting_recipe(
+    who: str, metric: Any, *, exc: object, labels: object, exemplar: object
+) -> Recipe:
+    """Build the recipe of ``count_exceptions()``: ``inc()`` when the work raises *exc*.
 
     ``exc=None`` counts every exception except cancellation.
     """
@@ -118,42 +86,56 @@ def counting_probe(
     if exemplar is not None:
         require_exemplar_support(who, metric, "inc", exemplar)
 
-    def start(args: Args, kwargs: Kwargs) -> Any:
-        # The labels are resolved up front so that a faulty labels= callable
-        # fails before the work runs, never after it.
-        return metric if child is None else child(args, kwargs)
+    target = "metric" if child is None else "target"
+    inc = (
+        f"{target}.inc()"
+        if exemplar is None
+        else f"{target}.inc(exemplar=exemplar(*args, **kwargs))"
+    )
+    return Recipe(
+        who=who,
+        # The child is picked up front so that a faulty labels= callable fails
+        # before the work runs, never after it.
+        enter=_pick_child(child),
+        state=_child_state(child),
+        on_success=(),
+        on_error=("if counts(error):", f"    {inc}"),
+        names=_names(who, metric, child=child, exemplar=exemplar, counts=counts),
+    )
 
-    def stop(target: Any, args: Args, kwargs: Kwargs, error: BaseException | None) -> None:
-        if error is None or not counts(error):
-            return
-        try:
-            if exemplar is None:
-                target.inc()
-            else:
-                target.inc(exemplar=exemplar(*args, **kwargs))
-        except Exception:  # noqa: BLE001 -- logged with its traceback
-            _log_recording_failure(who, metric)
 
-    return Probe(start, stop)
-
-
-def tracking_probe(who: str, metric: Any, *, labels: Callable[..., Any] | None) -> Probe:
-    """Build the probe of ``track_inprogress()``: ``inc()`` on start, ``dec()`` on every end."""
+def tracking_recipe(who: str, metric: Any, *, labels: object) -> Recipe:
+    """Build the recipe of ``track_inprogress()``: ``inc()`` on start, ``dec()`` on every end."""
     require_methods(who, metric, "inc", "dec", role="a gauge")
     child = child_resolver(who, metric, labels)
 
-    def start(args: Args, kwargs: Kwargs) -> Any:
-        target = metric if child is None else child(args, kwargs)
-        target.inc()
-        return target
+    target = "metric" if child is None else "target"
+    return Recipe(
+        who=who,
+        enter=(*_pick_child(child), f"{target}.inc()"),
+        state=_child_state(child),
+        on_success=(f"{target}.dec()",),
+        on_error=(f"{target}.dec()",),
+        names=_names(who, metric, child=child),
+        starts_with_execution=True,
+    )
 
-    def stop(target: Any, args: Args, kwargs: Kwargs, error: BaseException | None) -> None:
-        try:
-            target.dec()
-        except Exception:  # noqa: BLE001 -- logged with its traceback
-            _log_recording_failure(who, metric)
 
-    return Probe(start, stop, starts_with_execution=True)
+def _pick_child(child: object) -> tuple[str, ...]:
+    return () if child is None else ("target = child(args, kwargs)",)
+
+
+def _child_state(child: object) -> tuple[str, ...]:
+    return () if child is None else ("target",)
+
+
+def _names(who: str, metric: Any, **names: Any) -> dict[str, Any]:
+    used = {name: value for name, value in names.items() if value is not None}
+    return {
+        "metric": metric,
+        "recording_failed": functools.partial(_log_recording_failure, who, metric),
+        **used,
+    }
 
 
 def _log_recording_failure(who: str, metric: Any) -> None:

@@ -1,34 +1,177 @@
-"""Apply a :class:`~promloop._probes.Probe` to a callable or to one pending result.
+"""Turn a :class:`~promloop._probes.Recipe` into wrappers.
 
-The wrapper keeps the kind of what it wraps -- a coroutine function stays a
+A wrapper keeps the kind of what it wraps -- a coroutine function stays a
 coroutine function, an async generator function an async generator function,
 a generator function a generator function -- so that frameworks which inspect
 handlers (aiohttp, pytest, Klein) see what they expect.  Wrappers are plain
-closures: cheap to call, bound as methods like any function, and picklable by
-qualified name.
+closures: bound as methods like any function, and picklable by qualified name.
+
+The hot paths -- a coroutine function, a plain function -- are compiled from
+the templates below with the recipe's lines inlined, the way dataclasses and
+attrs generate ``__init__``: the wrapper then costs what a hand-written one
+does, with no extra call per measurement.  Generators, async generators and
+pending results use the compiled ``start``/``stop`` pair instead.
 
 What a plain function returns is handed to a framework-specific *settle*
-function: it measures a pending result (an awaitable, a Future, a Deferred)
-until it completes, or stops the measurement at once for a plain value.
+function when it is pending (it has ``__await__``: a coroutine, a Future, a
+Deferred); settle measures it until it completes.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import inspect
+import linecache
+import textwrap
 
-from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Mapping
 from typing import Any, Final, TypeVar, cast
 
-from ._probes import Args, Kwargs, Probe
+from ._probes import Args, Kwargs, Recipe
 
 
 T = TypeVar("T")
 
-Settle = Callable[[Probe, Any, Any, Args, Kwargs], Any]
+Start = Callable[[Args, Kwargs], Any]
+Stop = Callable[[Any, Args, Kwargs, "BaseException | None"], None]
+Settle = Callable[["Probe", Any, Any, Args, Kwargs], Any]
 
 NOT_STARTED: Final[Any] = object()
 """A token meaning "the measurement has not started yet"."""
+
+
+class Probe:
+    """A compiled recipe: ``start(args, kwargs) -> state`` and ``stop(state, args, kwargs, error)``.
+
+    *namespace* is the decorator module's globals, where the compiled code
+    looks up ``perf_counter``.
+    """
+
+    __slots__ = ("namespace", "recipe", "start", "starts_with_execution", "stop")
+
+    def __init__(self, recipe: Recipe, namespace: dict[str, Any]) -> None:
+        self.recipe = recipe
+        self.namespace = namespace
+        self.starts_with_execution = recipe.starts_with_execution
+        self.start: Start
+        self.stop: Stop
+        self.start, self.stop = compile_recipe(_PROBE, recipe, namespace)
+
+
+# --- templates ------------------------------------------------------------------
+#
+# A line that holds only "{name}" is replaced by that block, indented like it.
+# {state} is the recipe's state as one expression; {enter} binds it, and
+# {unpack_state} binds it again from a value called "state".  The framework
+# sides compile templates of their own with compile_recipe().
+
+_PROBE: Final = """
+def start(args, kwargs):
+    {enter}
+    return {state}
+
+def stop(state, args, kwargs, error):
+    {unpack_state}
+    if error is None:
+        {on_success}
+    else:
+        {on_error}
+
+return start, stop
+"""
+
+_COROUTINE: Final = """
+async def measured(*args, **kwargs):
+    {enter}
+    try:
+        result = await func(*args, **kwargs)
+    except BaseException as error:
+        {on_error}
+        raise
+    {on_success}
+    return result
+
+return measured
+"""
+
+_FUNCTION: Final = """
+def measured(*args, **kwargs):
+    {enter}
+    try:
+        result = func(*args, **kwargs)
+    except BaseException as error:
+        {on_error}
+        raise
+    if hasattr(result, "__await__"):
+        return settle(probe, result, {state}, args, kwargs)
+    {on_success}
+    return result
+
+return measured
+"""
+
+
+def _guarded(lines: tuple[str, ...]) -> tuple[str, ...]:
+    """Wrap recording lines so that a failure is reported, not raised."""
+    if not lines:
+        return ("pass",)
+    body = tuple("    " + line for line in lines)
+    return ("try:", *body, "except Exception:", "    recording_failed()")
+
+
+def _state_expression(state: tuple[str, ...]) -> str:
+    if not state:
+        return "None"
+    if len(state) == 1:
+        return state[0]
+    return f"({', '.join(state)})"
+
+
+def _render(template: str, blocks: Mapping[str, tuple[str, ...]]) -> str:
+    lines: list[str] = []
+    for line in textwrap.dedent(template).splitlines():
+        name = line.strip()
+        if name.startswith("{") and name.endswith("}") and name[1:-1] in blocks:
+            indent = line[: len(line) - len(line.lstrip())]
+            lines.extend(indent + block_line for block_line in blocks[name[1:-1]])
+        else:
+            lines.append(line)
+    return "\n".join(lines)
+
+
+def compile_recipe(template: str, recipe: Recipe, namespace: dict[str, Any], **extra: Any) -> Any:
+    """Compile *template* filled with *recipe*; return the function it returns.
+
+    The names of the recipe and *extra* become closure variables, and
+    *namespace* the globals, exactly as in a hand-written decorator module.
+    """
+    state = _state_expression(recipe.state)
+    body = _render(
+        template.replace("{state}", state),
+        {
+            "enter": recipe.enter,
+            "unpack_state": (f"{state} = state",) if recipe.state else (),
+            "on_success": _guarded(recipe.on_success),
+            "on_error": _guarded(recipe.on_error),
+        },
+    )
+    names = {**recipe.names, **extra}
+    code = _code(f"def make({', '.join(sorted(names))}):\n{textwrap.indent(body, '    ')}\n")
+    scope: dict[str, Any] = {}
+    exec(code, namespace, scope)  # noqa: S102 -- our own template, see the module docstring
+    return scope["make"](**names)
+
+
+@functools.lru_cache(maxsize=256)
+def _code(source: str) -> Any:
+    # Registered with linecache, so tracebacks through a wrapper show its lines.
+    filename = f"<promloop wrapper {hashlib.sha1(source.encode()).hexdigest()[:12]}>"  # noqa: S324
+    linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
+    return compile(source, filename, "exec")
+
+
+# --- instrumenting callables ----------------------------------------------------
 
 
 def instrument(who: str, func: Any, probe: Probe, settle: Settle) -> Any:
@@ -47,28 +190,14 @@ def instrument(who: str, func: Any, probe: Probe, settle: Settle) -> Any:
     if inspect.isasyncgenfunction(func):
         wrapper = _async_generator_wrapper(func, probe)
     elif inspect.iscoroutinefunction(func):
-        wrapper = _coroutine_wrapper(func, probe)
+        wrapper = compile_recipe(_COROUTINE, probe.recipe, probe.namespace, func=func)
     elif inspect.isgeneratorfunction(func):
         wrapper = _generator_wrapper(func, probe)
     else:
-        wrapper = _function_wrapper(func, probe, settle)
+        wrapper = compile_recipe(
+            _FUNCTION, probe.recipe, probe.namespace, func=func, probe=probe, settle=settle
+        )
     return functools.update_wrapper(wrapper, func)
-
-
-def _coroutine_wrapper(func: Callable[..., Awaitable[Any]], probe: Probe) -> Callable[..., Any]:
-    start, stop = probe.start, probe.stop
-
-    async def measured(*args: Any, **kwargs: Any) -> Any:
-        token = start(args, kwargs)
-        try:
-            result = await func(*args, **kwargs)
-        except BaseException as error:
-            stop(token, args, kwargs, error)
-            raise
-        stop(token, args, kwargs, None)
-        return result
-
-    return measured
 
 
 def _generator_wrapper(
@@ -78,13 +207,13 @@ def _generator_wrapper(
 
     def measured(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
         # A generator's body runs at its first next(): so does the measurement.
-        token = start(args, kwargs)
+        state = start(args, kwargs)
         try:
             result = yield from func(*args, **kwargs)
         except BaseException as error:
-            stop(token, args, kwargs, error)
+            stop(state, args, kwargs, error)
             raise
-        stop(token, args, kwargs, None)
+        stop(state, args, kwargs, None)
         return result
 
     return measured
@@ -96,7 +225,7 @@ def _async_generator_wrapper(
     start, stop = probe.start, probe.stop
 
     async def measured(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
-        token = start(args, kwargs)
+        state = start(args, kwargs)
         try:
             # There is no "yield from" for async generators: forward every
             # asend(), athrow() and aclose() to the inner generator by hand.
@@ -118,58 +247,38 @@ def _async_generator_wrapper(
                 else:
                     advance = inner.asend
         except BaseException as error:
-            stop(token, args, kwargs, error)
+            stop(state, args, kwargs, error)
             raise
-        stop(token, args, kwargs, None)
+        stop(state, args, kwargs, None)
 
     return measured
 
 
-def _function_wrapper(func: Callable[..., Any], probe: Probe, settle: Settle) -> Callable[..., Any]:
-    start, stop = probe.start, probe.stop
-
-    def measured(*args: Any, **kwargs: Any) -> Any:
-        token = start(args, kwargs)
-        try:
-            result = func(*args, **kwargs)
-        except BaseException as error:
-            stop(token, args, kwargs, error)
-            raise
-        return settle(probe, result, token, args, kwargs)
-
-    return measured
+# --- pending results -------------------------------------------------------------
 
 
 async def measure_awaitable(
-    probe: Probe, awaitable: Awaitable[T], args: Args, kwargs: Kwargs, token: Any = NOT_STARTED
+    probe: Probe, awaitable: Awaitable[T], args: Args, kwargs: Kwargs, state: Any = NOT_STARTED
 ) -> T:
     """Await *awaitable*, measuring until it completes.
 
-    A *token* of :data:`NOT_STARTED` starts the measurement when this
-    coroutine starts running; any other token continues a measurement that
+    A *state* of :data:`NOT_STARTED` starts the measurement when this
+    coroutine starts running; any other state continues a measurement that
     began earlier (the clock of ``time(metric, awaitable)`` starts at the call).
     """
-    if token is NOT_STARTED:
-        token = probe.start(args, kwargs)
+    if state is NOT_STARTED:
+        state = probe.start(args, kwargs)
     try:
         result = await awaitable
     except BaseException as error:
-        probe.stop(token, args, kwargs, error)
+        probe.stop(state, args, kwargs, error)
         raise
-    probe.stop(token, args, kwargs, None)
-    return result
-
-
-def settle_plain(probe: Probe, result: Any, token: Any, args: Args, kwargs: Kwargs) -> Any:
-    """Settle a result that no framework owns: follow an awaitable, or stop now."""
-    if inspect.isawaitable(result):
-        return follow_awaitable(probe, result, token, args, kwargs)
-    probe.stop(token, args, kwargs, None)
+    probe.stop(state, args, kwargs, None)
     return result
 
 
 def follow_awaitable(
-    probe: Probe, awaitable: Awaitable[T], token: Any, args: Args, kwargs: Kwargs
+    probe: Probe, awaitable: Awaitable[T], state: Any, args: Args, kwargs: Kwargs
 ) -> Any:
     """Measure the awaitable result of a plain function until it completes.
 
@@ -178,6 +287,6 @@ def follow_awaitable(
     runs, so a result that nobody awaits leaves no gauge behind.
     """
     if probe.starts_with_execution:
-        probe.stop(token, args, kwargs, None)
-        token = NOT_STARTED
-    return measure_awaitable(probe, awaitable, args, kwargs, token)
+        probe.stop(state, args, kwargs, None)
+        state = NOT_STARTED
+    return measure_awaitable(probe, awaitable, args, kwargs, state)

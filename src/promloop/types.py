@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeAlias, TypeVar
 
 __all__ = [
     "Deregisterer",
+    "ExceptionTypes",
     "ExemplarFactory",
     "InProgressGauge",
     "IncDecrementer",
@@ -85,6 +86,12 @@ ExemplarFactory: TypeAlias = Callable[..., dict[str, str] | None]
 
 Called with the same arguments as a :data:`LabelsFactory`, after the work has
 ended; ``None`` means "record this observation without an exemplar".
+
+.. versionadded:: 26.0.0
+"""
+
+ExceptionTypes: TypeAlias = type[BaseException] | tuple[type[BaseException], ...]
+"""What ``count_exceptions(exc=...)`` accepts: an exception class or a tuple of them.
 
 .. versionadded:: 26.0.0
 """

@@ -9,25 +9,34 @@ from __future__ import annotations
 
 import inspect
 
-from time import perf_counter  # noqa: F401  # pyright: ignore[reportUnusedImport] -- read through _CLOCK
+from time import perf_counter  # noqa: F401  # pyright: ignore[reportUnusedImport] -- see _GLOBALS
 from typing import TYPE_CHECKING, Any, overload
 
-from .._probes import Args, Kwargs, Probe, counting_probe, timing_probe, tracking_probe
-from .._wrappers import NOT_STARTED, instrument, measure_awaitable, settle_plain
+from .._probes import Args, Kwargs, counting_recipe, timing_recipe, tracking_recipe
+from .._wrappers import NOT_STARTED, Probe, follow_awaitable, instrument, measure_awaitable
 
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine
 
-    from .._probes import ExceptionTypes
-    from ..types import ExemplarFactory, Incrementer, InProgressGauge, LabelsFactory, Observer, P, T
+    from ..types import (
+        ExceptionTypes,
+        ExemplarFactory,
+        Incrementer,
+        InProgressGauge,
+        LabelsFactory,
+        Observer,
+        P,
+        T,
+    )
 
 
 __all__ = ["count_exceptions", "time", "track_inprogress"]
 
-# The timing probe reads perf_counter from this namespace at every
-# measurement, so that patching promloop.aio._decorators.perf_counter works.
-_CLOCK = globals()
+# The wrappers are compiled in this module's namespace: they read the clock
+# from this module's perf_counter at every measurement, so that tests can patch
+# promloop.aio._decorators.perf_counter as they patch prometheus-async's.
+_GLOBALS = globals()
 
 
 def _is_future(obj: Any) -> bool:
@@ -52,11 +61,11 @@ def _watch_future(probe: Probe, future: Any, token: Any, args: Args, kwargs: Kwa
 
 
 def _settle(probe: Probe, result: Any, token: Any, args: Args, kwargs: Kwargs) -> Any:
-    """Measure what a plain function returned: until completion if it is pending."""
+    """Measure a plain function's pending result until it completes."""
     if _is_future(result):
         _watch_future(probe, result, token, args, kwargs)
         return result
-    return settle_plain(probe, result, token, args, kwargs)
+    return follow_awaitable(probe, result, token, args, kwargs)
 
 
 async def _await(awaitable: Awaitable[T]) -> T:
@@ -145,7 +154,7 @@ def time(
     .. versionchanged:: 26.0.0
        Plain and generator functions, ``labels=`` and ``exemplar=``.
     """
-    probe = timing_probe("time()", metric, labels=labels, exemplar=exemplar, clock=_CLOCK)
+    probe = Probe(timing_recipe("time()", metric, labels=labels, exemplar=exemplar), _GLOBALS)
     return _apply("time()", probe, future)  # type: ignore[no-any-return]
 
 
@@ -204,7 +213,10 @@ def count_exceptions(
     .. versionchanged:: 26.0.0
        Cancellation is not counted by default; *exc* may be a tuple.
     """
-    probe = counting_probe("count_exceptions()", metric, exc=exc, labels=labels, exemplar=exemplar)
+    recipe = counting_recipe(
+        "count_exceptions()", metric, exc=exc, labels=labels, exemplar=exemplar
+    )
+    probe = Probe(recipe, _GLOBALS)
     return _apply("count_exceptions()", probe, future)  # type: ignore[no-any-return]
 
 
@@ -257,5 +269,5 @@ def track_inprogress(
     .. versionchanged:: 26.0.0
        The awaitable form no longer leaks when the awaitable is never awaited.
     """
-    probe = tracking_probe("track_inprogress()", metric, labels=labels)
+    probe = Probe(tracking_recipe("track_inprogress()", metric, labels=labels), _GLOBALS)
     return _apply("track_inprogress()", probe, future)  # type: ignore[no-any-return]

@@ -5,67 +5,95 @@ results: a Deferred is measured until it fires, and the one-Deferred form
 returns the very Deferred it was given, with a callback added.
 """
 
-# Twisted's annotations leave Failure.value and an isinstance-narrowed Deferred
+# Twisted's annotations leave Deferred.addBoth() and an isinstance-narrowed Deferred
 # partially unknown to pyright; mypy checks these lines fully.
 # pyright: reportUnknownMemberType=false, reportUnknownVariableType=false
+# pyright: reportUnknownArgumentType=false
 
 from __future__ import annotations
 
-from time import perf_counter  # noqa: F401  # pyright: ignore[reportUnusedImport] -- read through _CLOCK
-from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
+from time import perf_counter  # noqa: F401  # pyright: ignore[reportUnusedImport] -- see _GLOBALS
+from typing import TYPE_CHECKING, Any, Final, overload
 
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
-from .._probes import Args, Kwargs, Probe, counting_probe, timing_probe, tracking_probe
-from .._wrappers import instrument, settle_plain
+from .._probes import Args, Kwargs, Recipe, counting_recipe, timing_recipe, tracking_recipe
+from .._wrappers import Probe, compile_recipe, follow_awaitable, instrument
 
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from .._probes import ExceptionTypes
-    from ..types import ExemplarFactory, Incrementer, InProgressGauge, LabelsFactory, Observer, P, T
+    from ..types import (
+        ExceptionTypes,
+        ExemplarFactory,
+        Incrementer,
+        InProgressGauge,
+        LabelsFactory,
+        Observer,
+        P,
+        T,
+    )
 
 
 __all__ = ["count_exceptions", "time", "track_inprogress"]
 
-# The timing probe reads perf_counter from this namespace at every
-# measurement, so that patching promloop.tx._decorators.perf_counter works.
-_CLOCK = globals()
-
-_Outcome = TypeVar("_Outcome")
-
-
-def _watch_deferred(
-    probe: Probe, deferred: Deferred[Any], token: Any, args: Args, kwargs: Kwargs
-) -> Deferred[Any]:
-    """Stop the measurement when *deferred* fires, and pass its outcome on untouched."""
-
-    def on_fired(outcome: _Outcome) -> _Outcome:
-        error: BaseException | None = None
-        if isinstance(outcome, Failure):
-            error = cast("BaseException", outcome.value)
-        probe.stop(token, args, kwargs, error)
-        return outcome
-
-    return deferred.addBoth(on_fired)
+# The wrappers are compiled in this module's namespace: they read the clock
+# from this module's perf_counter at every measurement, so that tests can patch
+# promloop.tx._decorators.perf_counter as they patch prometheus-async's.
+_GLOBALS = globals()
 
 
-def _settle(probe: Probe, result: Any, token: Any, args: Args, kwargs: Kwargs) -> Any:
-    """Measure what a plain function returned: until it fires if it is a Deferred."""
-    if isinstance(result, Deferred):
-        pending: Deferred[Any] = result
-        return _watch_deferred(probe, pending, token, args, kwargs)
-    return settle_plain(probe, result, token, args, kwargs)
+# Called with a Deferred's outcome: the recipe's lines run inline, as in a
+# hand-written callback.  A recipe with nothing to do on success (counting
+# exceptions) is attached as an errback only.
+_ON_FIRED: Final = """
+def on_fired(outcome, state, args, kwargs):
+    {unpack_state}
+    if isinstance(outcome, Failure):
+        error = outcome.value
+        {on_error}
+    else:
+        {on_success}
+    return outcome
+
+return on_fired
+"""
 
 
-def _apply(who: str, probe: Probe, deferred: Any) -> Any:
+class _DeferredProbe:
+    """A probe, and how it watches a Deferred until it fires."""
+
+    __slots__ = ("on_fired", "probe", "success_matters")
+
+    def __init__(self, probe: Probe) -> None:
+        self.probe = probe
+        self.on_fired: Callable[..., Any] = compile_recipe(
+            _ON_FIRED, probe.recipe, _GLOBALS, Failure=Failure
+        )
+        self.success_matters = bool(probe.recipe.on_success)
+
+    def watch(self, deferred: Deferred[Any], state: Any, args: Args, kwargs: Kwargs) -> Any:
+        """Stop the measurement when *deferred* fires; its outcome passes on untouched."""
+        if self.success_matters:
+            return deferred.addBoth(self.on_fired, state, args, kwargs)
+        return deferred.addErrback(self.on_fired, state, args, kwargs)
+
+    def settle(self, probe: Probe, result: Any, state: Any, args: Args, kwargs: Kwargs) -> Any:
+        """Measure a plain function's pending result until it fires or completes."""
+        if isinstance(result, Deferred):
+            return self.watch(result, state, args, kwargs)
+        return follow_awaitable(probe, result, state, args, kwargs)
+
+
+def _apply(who: str, recipe: Recipe, deferred: Any) -> Any:
     """Return a decorator, or measure one *deferred* and return it."""
+    watcher = _DeferredProbe(Probe(recipe, _GLOBALS))
     if deferred is None:
 
         def decorator(func: Any) -> Any:
-            return instrument(who, func, probe, _settle)
+            return instrument(who, func, watcher.probe, watcher.settle)
 
         return decorator
     if not isinstance(deferred, Deferred):
@@ -74,8 +102,7 @@ def _apply(who: str, probe: Probe, deferred: Any) -> Any:
             f"to decorate a function, call {who} with the metric alone."
         )
         raise TypeError(msg)
-    pending: Deferred[Any] = deferred
-    return _watch_deferred(probe, pending, probe.start((), {}), (), {})
+    return watcher.watch(deferred, watcher.probe.start((), {}), (), {})
 
 
 @overload
@@ -130,8 +157,8 @@ def time(
     .. versionchanged:: 26.0.0
        ``async def`` and generator functions, ``labels=`` and ``exemplar=``.
     """
-    probe = timing_probe("time()", metric, labels=labels, exemplar=exemplar, clock=_CLOCK)
-    return _apply("time()", probe, deferred)  # type: ignore[no-any-return]
+    recipe = timing_recipe("time()", metric, labels=labels, exemplar=exemplar)
+    return _apply("time()", recipe, deferred)  # type: ignore[no-any-return]
 
 
 @overload
@@ -189,8 +216,10 @@ def count_exceptions(
     .. versionchanged:: 26.0.0
        Cancellation is not counted by default; a tuple *exc* works on Deferreds.
     """
-    probe = counting_probe("count_exceptions()", metric, exc=exc, labels=labels, exemplar=exemplar)
-    return _apply("count_exceptions()", probe, deferred)  # type: ignore[no-any-return]
+    recipe = counting_recipe(
+        "count_exceptions()", metric, exc=exc, labels=labels, exemplar=exemplar
+    )
+    return _apply("count_exceptions()", recipe, deferred)  # type: ignore[no-any-return]
 
 
 @overload
@@ -239,5 +268,5 @@ def track_inprogress(
     .. versionchanged:: 26.0.0
        A synchronous raise no longer leaves the gauge up.
     """
-    probe = tracking_probe("track_inprogress()", metric, labels=labels)
-    return _apply("track_inprogress()", probe, deferred)  # type: ignore[no-any-return]
+    recipe = tracking_recipe("track_inprogress()", metric, labels=labels)
+    return _apply("track_inprogress()", recipe, deferred)  # type: ignore[no-any-return]
