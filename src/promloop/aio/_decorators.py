@@ -47,7 +47,7 @@ def _is_future(obj: Any) -> bool:
     return blocking is not None and callable(add_done_callback)
 
 
-def _watch_future(probe: Probe, future: Any, token: Any, args: Args, kwargs: Kwargs) -> None:
+def _watch_future(probe: Probe, future: Any, state: Any, args: Args, kwargs: Kwargs) -> None:
     """Stop the measurement when *future* completes, whoever awaits it (or nobody)."""
 
     def on_done(done: Any) -> None:
@@ -55,17 +55,17 @@ def _watch_future(probe: Probe, future: Any, token: Any, args: Args, kwargs: Kwa
             error = done.exception()
         except BaseException as cancelled:  # noqa: BLE001 -- a cancelled future raises here
             error = cancelled
-        probe.stop(token, args, kwargs, error)
+        probe.stop(state, args, kwargs, error)
 
     future.add_done_callback(on_done)
 
 
-def _settle(probe: Probe, result: Any, token: Any, args: Args, kwargs: Kwargs) -> Any:
+def _settle(probe: Probe, result: Any, state: Any, args: Args, kwargs: Kwargs) -> Any:
     """Measure a plain function's pending result until it completes."""
     if _is_future(result):
-        _watch_future(probe, result, token, args, kwargs)
+        _watch_future(probe, result, state, args, kwargs)
         return result
-    return follow_awaitable(probe, result, token, args, kwargs)
+    return follow_awaitable(probe, result, state, args, kwargs)
 
 
 async def _await(awaitable: Awaitable[T]) -> T:
@@ -91,8 +91,8 @@ def _apply(who: str, probe: Probe, awaitable: Any) -> Any:
             f"metric alone."
         )
         raise TypeError(msg)
-    token = NOT_STARTED if probe.starts_with_execution else probe.start((), {})
-    return measure_awaitable(probe, awaitable, (), {}, token)
+    state = NOT_STARTED if probe.starts_with_execution else probe.start((), {})
+    return measure_awaitable(probe, awaitable, (), {}, state)
 
 
 @overload
