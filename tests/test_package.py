@@ -25,7 +25,7 @@ class TestExports:
     @pytest.mark.parametrize(
         ("module", "expected"),
         [
-            (promloop, ["__version__", "aio", "tx"]),
+            (promloop, ["BasicAuth", "BearerToken", "__version__", "aio"]),
             (promloop.aio, ["count_exceptions", "time", "track_inprogress"]),
             (
                 promloop.types,
@@ -61,6 +61,35 @@ class TestExports:
 
         assert ["count_exceptions", "time", "track_inprogress"] == tx.__all__
 
+    def test_aio_web_all(self):
+        """promloop.aio.web exports its handlers, servers and their types."""
+        web = pytest.importorskip("promloop.aio.web")
+
+        assert [
+            "MetricsHTTPServer",
+            "Socket",
+            "ThreadedMetricsHTTPServer",
+            "make_handler",
+            "server_stats",
+            "start_http_server",
+            "start_http_server_in_thread",
+        ] == web.__all__
+        for name in web.__all__:
+            assert getattr(web, name).__doc__
+
+    def test_tx_web_all(self):
+        """promloop.tx.web exports MetricsResource."""
+        web = pytest.importorskip("promloop.tx.web")
+
+        assert ["MetricsResource"] == web.__all__
+
+    def test_lazy_aio_web(self, monkeypatch):
+        """promloop.aio.web loads on attribute access."""
+        pytest.importorskip("aiohttp")
+        monkeypatch.delattr(promloop.aio, "web", raising=False)  # as if never imported
+
+        assert "promloop.aio.web" == promloop.aio.web.__name__
+
     def test_prometheus_async_names(self):
         """Every name prometheus_async.types offers exists in promloop.types."""
         for name in ("P", "R", "T", "C", "Deregisterer", "Incrementer", "Observer", "ParamSpec"):
@@ -75,7 +104,7 @@ class TestExports:
 
     def test_unknown_attributes(self):
         """Unknown attributes raise AttributeError naming the module."""
-        for module in (promloop, promloop.types):
+        for module in (promloop, promloop.aio, promloop.types):
             with pytest.raises(
                 AttributeError, match=f"module '{module.__name__}' has no attribute 'nope'"
             ):
@@ -125,6 +154,9 @@ class TestMissingExtras:
             ("import promloop.tx", "twisted"),
             ("import promloop; promloop.tx", "twisted"),
             ("import promloop.types; promloop.types.D", "twisted"),
+            ("import promloop.tx.web", "twisted"),
+            ("import promloop.aio.web", "aiohttp"),
+            ("import promloop; promloop.aio.web", "aiohttp"),
         ],
     )
     def test_import_error_names_extra(self, code, blocked):
@@ -133,7 +165,7 @@ class TestMissingExtras:
 
         assert 0 != result.returncode
         assert "ModuleNotFoundError: " in result.stderr
-        assert "pip install 'promloop[twisted]'" in result.stderr
+        assert f"pip install 'promloop[{blocked}]'" in result.stderr
 
     def test_import_extra(self, monkeypatch):
         """import_extra's message names the package, the extra and who needs it."""

@@ -11,14 +11,18 @@ import importlib
 
 from typing import TYPE_CHECKING, Any
 
+from ._auth import BasicAuth, BearerToken
+
 
 if TYPE_CHECKING:
-    from . import aio, tx
+    from . import aio, tx  # noqa: F401  # pyright: ignore[reportUnusedImport]
 
     __version__: str
 
 
-__all__ = ["__version__", "aio", "tx"]
+# tx is left out of __all__ so that `from promloop import *` works without
+# Twisted; it loads on attribute access or `import promloop.tx`.
+__all__ = ["BasicAuth", "BearerToken", "__version__", "aio"]
 
 _LAZY_SUBPACKAGES = frozenset({"aio", "tx"})
 
@@ -39,4 +43,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+    return sorted({*globals(), *__all__, *_LAZY_SUBPACKAGES})

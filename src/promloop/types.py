@@ -13,6 +13,10 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeAlias, TypeVar
 
 
+if TYPE_CHECKING:
+    from .aio.web import MetricsHTTPServer
+
+
 __all__ = [
     "Deregisterer",
     "ExceptionTypes",
@@ -103,9 +107,7 @@ Deregisterer: TypeAlias = Callable[[], Awaitable[None]]
 class ServiceDiscovery(Protocol):
     """Registers a metrics server with a service-discovery system."""
 
-    # The server type becomes promloop.aio.web.MetricsHTTPServer when that
-    # module lands (the exposition issue).
-    async def register(self, metrics_server: Any) -> Deregisterer | None:
+    async def register(self, metrics_server: MetricsHTTPServer) -> Deregisterer | None:
         """Register *metrics_server*.
 
         Returns:

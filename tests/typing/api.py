@@ -7,15 +7,28 @@ unused-ignore check fails if one of them stops being an error.
 from __future__ import annotations
 
 import asyncio
+import ssl
 
 from collections.abc import AsyncIterator, Iterator, Mapping
 
-from prometheus_client import Counter, Gauge, Histogram, Summary
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary
 from twisted.internet.defer import Deferred, succeed
+from twisted.web.resource import Resource
 
 import promloop
 
-from promloop import aio, tx
+from promloop import BasicAuth, BearerToken, aio, tx
+from promloop.aio.web import (
+    MetricsHTTPServer,
+    Socket,
+    ThreadedMetricsHTTPServer,
+    make_handler,
+    server_stats,
+    start_http_server,
+    start_http_server_in_thread,
+)
+from promloop.tx.web import MetricsResource
 from promloop.types import (
     Deregisterer,
     ExemplarFactory,
@@ -158,3 +171,43 @@ async def deregister() -> None:
 
 
 deregisterer: Deregisterer = deregister
+
+
+# --- exposition: promloop.aio.web and promloop.tx.web --------------------------
+async def use_web() -> None:
+    registry = CollectorRegistry()
+    app = web.Application()
+    app.router.add_get("/metrics", server_stats)
+    app.router.add_get("/private", make_handler(registry, auth=BearerToken("t")))
+    app.router.add_get("/plain", make_handler(disable_compression=True))
+
+    server: MetricsHTTPServer = await start_http_server(
+        addr="127.0.0.1",
+        port=0,
+        ssl_ctx=ssl.create_default_context(ssl.Purpose.CLIENT_AUTH),
+        registry=registry,
+        path="/metrics",
+        auth=BasicAuth("prometheus", "secret"),
+    )
+    where: Socket = server.socket
+    urls: tuple[str, str, bool, bool] = (
+        server.url,
+        server.metrics_url,
+        server.https,
+        server.is_registered,
+    )
+    await server.close()
+
+    threaded: ThreadedMetricsHTTPServer = start_http_server_in_thread(port=0, registry=registry)
+    threaded.close()
+    print(where, urls)
+
+    await start_http_server(auth="secret")  # type: ignore[arg-type]
+
+
+def use_tx_web() -> Resource:
+    # Mount with root.putChild(b"metrics", resource); putChild's IResource
+    # parameter needs the mypy-zope plugin, as for any twisted.web Resource.
+    private: Resource = MetricsResource(CollectorRegistry(), auth=BearerToken("t"))
+    MetricsResource(auth=("user", "pw"))  # type: ignore[arg-type]
+    return private if private.isLeaf else MetricsResource()

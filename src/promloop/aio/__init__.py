@@ -1,11 +1,32 @@
-"""asyncio: instrumentation wrappers, and (with aiohttp) exposition and discovery.
+"""asyncio: instrumentation wrappers, and (with aiohttp) exposition.
 
-The wrappers need only the standard library.
+The wrappers need only the standard library.  :mod:`promloop.aio.web` needs
+aiohttp (``pip install 'promloop[aiohttp]'``); it loads on first use, as
+``promloop.aio.web`` or ``import promloop.aio.web``.
 """
 
 from __future__ import annotations
 
+import importlib
+
+from typing import TYPE_CHECKING, Any
+
 from ._decorators import count_exceptions, time, track_inprogress
 
 
+if TYPE_CHECKING:
+    from . import web  # noqa: F401  # pyright: ignore[reportUnusedImport]
+
+
+# The aiohttp-based modules are left out, so that `from promloop.aio import *`
+# works without aiohttp.
 __all__ = ["count_exceptions", "time", "track_inprogress"]
+
+_LAZY_SUBMODULES = frozenset({"web"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY_SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)

@@ -1,0 +1,106 @@
+"""Credentials that protect a metrics endpoint, independent of any web framework."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+
+
+__all__ = ["BasicAuth", "BearerToken"]
+
+
+class BasicAuth:
+    """Require HTTP basic authentication with one username and password.
+
+    Pass it as ``auth=`` to any promloop metrics endpoint.  Prometheus sends
+    these credentials when its scrape configuration has ``basic_auth``.
+
+    Args:
+        username: The expected username; it must not contain ``:``.
+        password: The expected password.
+
+    Raises:
+        ValueError: *username* contains a colon, or either is empty.
+
+    .. versionadded:: 26.0.0
+    """
+
+    __slots__ = ("_expected", "username")
+
+    scheme = "Basic"
+
+    def __init__(self, username: str, password: str) -> None:
+        if not username or not password:
+            msg = "BasicAuth needs a non-empty username and password."
+            raise ValueError(msg)
+        if ":" in username:
+            msg = "BasicAuth's username cannot contain ':' (RFC 7617)."
+            raise ValueError(msg)
+        self.username = username
+        self._expected = f"{username}:{password}".encode()
+
+    def __repr__(self) -> str:
+        return f"BasicAuth(username={self.username!r}, password=<hidden>)"
+
+    def challenge(self) -> str:
+        """Return the ``WWW-Authenticate`` value sent with a 401 answer."""
+        return 'Basic realm="metrics", charset="UTF-8"'
+
+    def accepts(self, authorization: str | None) -> bool:
+        """Tell whether an ``Authorization`` header value carries these credentials.
+
+        The comparison takes the same time wherever the credentials differ.
+        """
+        scheme, _, credentials = (authorization or "").strip().partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            given = base64.b64decode(credentials.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            return False
+        return hmac.compare_digest(given, self._expected)
+
+
+class BearerToken:
+    """Require an ``Authorization: Bearer <token>`` header.
+
+    Pass it as ``auth=`` to any promloop metrics endpoint.  Prometheus sends
+    it when its scrape configuration has ``authorization: {credentials: ...}``
+    (or the older ``bearer_token``).
+
+    Args:
+        token: The expected token.
+
+    Raises:
+        ValueError: *token* is empty or contains whitespace.
+
+    .. versionadded:: 26.0.0
+    """
+
+    __slots__ = ("_expected",)
+
+    scheme = "Bearer"
+
+    def __init__(self, token: str) -> None:
+        if not token or any(c.isspace() for c in token):
+            msg = "BearerToken needs a non-empty token without whitespace."
+            raise ValueError(msg)
+        self._expected = token.encode()
+
+    def __repr__(self) -> str:
+        return "BearerToken(token=<hidden>)"
+
+    def challenge(self) -> str:
+        """Return the ``WWW-Authenticate`` value sent with a 401 answer."""
+        return 'Bearer realm="metrics"'
+
+    def accepts(self, authorization: str | None) -> bool:
+        """Tell whether an ``Authorization`` header value carries this token.
+
+        The comparison takes the same time wherever the tokens differ.
+        """
+        scheme, _, token = (authorization or "").strip().partition(" ")
+        if scheme.lower() != "bearer":
+            return False
+        return hmac.compare_digest(token.strip().encode(), self._expected)

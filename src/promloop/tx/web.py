@@ -1,0 +1,113 @@
+"""Expose metrics from Twisted: a resource for twisted.web and Klein."""
+
+# twisted.web's Request and Resource are not annotated; mypy and pyright are
+# told so once, here, rather than on every call.
+# mypy: disable-error-code="no-untyped-call"
+# pyright: reportUnknownMemberType=false, reportUnknownArgumentType=false
+# pyright: reportUnknownVariableType=false
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+from .._exposition import Exposition, Reply
+
+
+if TYPE_CHECKING:
+    import concurrent.futures
+
+    from twisted.python.failure import Failure
+    from twisted.web.server import Request
+
+    from .._auth import BasicAuth, BearerToken
+
+
+__all__ = ["MetricsResource"]
+
+
+class MetricsResource(Resource):
+    """A twisted.web resource that serves a registry's metrics.
+
+    Mount it with ``root.putChild(b"metrics", MetricsResource())``, or return
+    it from a Klein route.  It answers GET and HEAD with promloop's exposition
+    rules (content negotiation, ``name[]`` filters, gzip, credentials), and
+    renders in the reactor's thread pool so that the reactor never stalls.
+
+    Args:
+        registry: The ``CollectorRegistry`` to serve; the global ``REGISTRY``
+            by default.
+        auth: A :class:`promloop.BasicAuth` or :class:`promloop.BearerToken`
+            that every request must carry; others get 401.
+        disable_compression: Never gzip the answer.
+        reactor: The reactor whose thread pool renders; the global one by
+            default.
+
+    Raises:
+        TypeError: *registry* has no ``collect()``, or *auth* is not one of
+            promloop's credential types.
+
+    .. versionadded:: 26.0.0
+    """
+
+    isLeaf = True  # noqa: N815 -- twisted.web's name
+
+    def __init__(
+        self,
+        registry: Any = None,
+        *,
+        auth: BasicAuth | BearerToken | None = None,
+        disable_compression: bool = False,
+        reactor: Any = None,
+    ) -> None:
+        super().__init__()
+        self._exposition = Exposition(registry, auth=auth, disable_compression=disable_compression)
+        if reactor is None:
+            # Imported here, not at the top: importing the global reactor
+            # installs the default one, which must not happen before an
+            # application has chosen its own (asyncioreactor, for example).
+            from twisted.internet import reactor  # noqa: PLC0415
+        self._reactor = reactor
+
+    def render_GET(self, request: Request) -> Any:  # noqa: N802 -- twisted.web's name
+        """Answer a scrape; HEAD is answered the same way, without the body."""
+        reactor = self._reactor
+        rendering = self._exposition.scrape(
+            authorization=_header(request, b"Authorization"),
+            accept=_header(request, b"Accept"),
+            accept_encoding=_header(request, b"Accept-Encoding"),
+            names=[name.decode() for name in (request.args or {}).get(b"name[]", [])],
+            spawn=reactor.getThreadPool().callInThread,
+        )
+        finished = False
+
+        def gone(_: Failure | None) -> None:
+            nonlocal finished
+            finished = True
+
+        request.notifyFinish().addBoth(gone)
+
+        def reply(done: concurrent.futures.Future[Reply]) -> None:
+            if finished:  # the client went away: nothing to answer
+                return
+            _write(request, done.result())
+
+        rendering.add_done_callback(lambda done: reactor.callFromThread(reply, done))
+        return NOT_DONE_YET
+
+
+def _header(request: Request, name: bytes) -> str | None:
+    value = request.getHeader(name)
+    return None if value is None else value.decode("latin-1")
+
+
+def _write(request: Request, reply: Reply) -> None:
+    request.setResponseCode(reply.status)
+    for name, value in reply.headers:
+        request.setHeader(name.encode("ascii"), value.encode("latin-1"))
+    request.setHeader(b"Content-Length", str(len(reply.body)).encode("ascii"))
+    if request.method != b"HEAD":
+        request.write(reply.body)
+    request.finish()

@@ -1,0 +1,591 @@
+"""promloop.aio.web: handlers and servers on real sockets (SPEC §4)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import logging
+import socket
+import ssl
+import threading
+import urllib.error
+import urllib.request
+
+import pytest
+
+
+pytest.importorskip("aiohttp", reason="the no-aiohttp tox environments test the ImportError")
+
+import aiohttp
+import trustme
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge
+
+from promloop import BasicAuth, BearerToken
+from promloop.aio.web import (
+    MetricsHTTPServer,
+    Socket,
+    ThreadedMetricsHTTPServer,
+    make_handler,
+    server_stats,
+    start_http_server,
+    start_http_server_in_thread,
+)
+
+
+run = asyncio.run
+PLAIN = {"Accept-Encoding": "identity"}
+
+
+@pytest.fixture
+def hits(registry):
+    counter = Counter("hits", "Hits.", registry=registry)
+    counter.inc(7)
+    return counter
+
+
+async def fetch(url, *, method="GET", headers=None, ssl_context=None):
+    """Return (status, headers, raw body) without decompressing."""
+    async with (
+        aiohttp.ClientSession(auto_decompress=False) as session,
+        session.request(method, url, headers=headers or PLAIN, ssl=ssl_context) as response,
+    ):
+        return response.status, response.headers, await response.read()
+
+
+async def serve_app(app):
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    return runner, f"http://127.0.0.1:{port}"
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+class FakeDiscovery:
+    """A ServiceDiscovery that records what happens to it."""
+
+    def __init__(self, *, fail_register=False, fail_deregister=False):
+        self.registered = []
+        self.deregistered = 0
+        self.fail_register = fail_register
+        self.fail_deregister = fail_deregister
+
+    async def register(self, metrics_server):
+        if self.fail_register:
+            raise ConnectionError("agent unreachable")
+        self.registered.append(metrics_server)
+
+        async def deregister():
+            self.deregistered += 1
+            if self.fail_deregister:
+                raise ConnectionError("agent gone")
+
+        return deregister
+
+
+class TestMakeHandler:
+    def test_mounted(self, registry, hits):
+        """A handler mounted in an existing app serves its registry over GET and HEAD."""
+
+        async def main():
+            app = web.Application()
+            app.router.add_get("/custom/metrics", make_handler(registry))
+            runner, base = await serve_app(app)
+            try:
+                got = await fetch(f"{base}/custom/metrics")
+                head = await fetch(f"{base}/custom/metrics", method="HEAD")
+            finally:
+                await runner.cleanup()
+            return got, head
+
+        (status, headers, body), (head_status, head_headers, head_body) = run(main())
+
+        assert (200, CONTENT_TYPE_LATEST) == (status, headers["Content-Type"])
+        assert b"hits_total 7.0\n" in body
+        assert (200, b"") == (head_status, head_body)
+        assert str(len(body)) == head_headers["Content-Length"]
+
+    def test_negotiation_filter_gzip(self, registry, hits):
+        """OpenMetrics, name[] and gzip work through aiohttp."""
+        Gauge("other", "Other.", registry=registry).set(1)
+
+        async def main():
+            app = web.Application()
+            app.router.add_get("/metrics", make_handler(registry))
+            runner, base = await serve_app(app)
+            try:
+                return await fetch(
+                    f"{base}/metrics?name[]=hits_total",
+                    headers={
+                        "Accept": "application/openmetrics-text;version=1.0.0",
+                        "Accept-Encoding": "gzip",
+                    },
+                )
+            finally:
+                await runner.cleanup()
+
+        status, headers, body = run(main())
+        text = gzip.decompress(body)
+
+        assert 200 == status
+        assert (
+            "application/openmetrics-text; version=1.0.0; charset=utf-8" == headers["Content-Type"]
+        )
+        assert "gzip" == headers["Content-Encoding"]
+        assert b"hits_total 7.0" in text
+        assert b"other" not in text
+
+    def test_auth(self, registry, hits):
+        """With auth=, a request without credentials gets 401 and a challenge."""
+
+        async def main():
+            app = web.Application()
+            app.router.add_get("/metrics", make_handler(registry, auth=BearerToken("t0k3n")))
+            runner, base = await serve_app(app)
+            try:
+                denied = await fetch(f"{base}/metrics")
+                allowed = await fetch(
+                    f"{base}/metrics", headers={"Authorization": "Bearer t0k3n", **PLAIN}
+                )
+            finally:
+                await runner.cleanup()
+            return denied, allowed
+
+        (status, headers, _), (allowed_status, _, body) = run(main())
+
+        assert (401, 'Bearer realm="metrics"') == (status, headers["WWW-Authenticate"])
+        assert 200 == allowed_status
+        assert b"hits_total 7.0" in body
+
+    def test_renders_off_the_loop(self, registry):
+        """Collecting happens in a worker thread, never in the event loop's thread."""
+        threads = []
+
+        class Spy:
+            def collect(self):
+                threads.append(threading.get_ident())
+                return []
+
+        registry.register(Spy())
+
+        async def main():
+            app = web.Application()
+            app.router.add_get("/metrics", make_handler(registry))
+            runner, base = await serve_app(app)
+            try:
+                await fetch(f"{base}/metrics")
+            finally:
+                await runner.cleanup()
+            return threading.get_ident()
+
+        loop_thread = run(main())
+
+        assert 1 == len(threads)
+        assert loop_thread != threads[0]
+
+    def test_invalid_arguments(self):
+        """Bad registry= or auth= fail when the handler is made, not on the first scrape."""
+        with pytest.raises(TypeError, match="registry="):
+            make_handler(42)
+        with pytest.raises(TypeError, match="auth="):
+            make_handler(auth="user:secret")  # type: ignore[arg-type]
+
+
+class TestServerStats:
+    def test_global_registry(self):
+        """server_stats serves prometheus_client's global registry."""
+
+        async def main():
+            app = web.Application()
+            app.router.add_get("/metrics", server_stats)
+            runner, base = await serve_app(app)
+            try:
+                return await fetch(f"{base}/metrics")
+            finally:
+                await runner.cleanup()
+
+        status, _, body = run(main())
+
+        assert 200 == status
+        assert b"python_info" in body
+
+
+class TestStartHttpServer:
+    def test_serves_and_links(self, registry, hits):
+        """GET / links to the metrics path, which serves the registry."""
+
+        async def main():
+            server = await start_http_server(addr="127.0.0.1", registry=registry, path="/m")
+            try:
+                root = await fetch(server.url)
+                metrics = await fetch(server.metrics_url)
+            finally:
+                await server.close()
+            return server, root, metrics
+
+        server, (_, root_headers, root_body), (_, _, body) = run(main())
+
+        assert isinstance(server, MetricsHTTPServer)
+        assert Socket("127.0.0.1", server.socket.port) == server.socket
+        assert f"http://127.0.0.1:{server.socket.port}/" == server.url
+        assert f"http://127.0.0.1:{server.socket.port}/m" == server.metrics_url
+        assert "/m" == server.metrics_path
+        assert root_headers["Content-Type"].startswith("text/html")
+        assert b'<a href="/m">' in root_body
+        assert b"hits_total 7.0" in body
+
+    def test_all_interfaces_one_port(self, registry, hits):
+        """addr="" listens on IPv4 and IPv6 on the one port that socket reports."""
+        if not socket.has_ipv6:  # pragma: no cover
+            pytest.skip("this host has no IPv6")
+
+        async def main():
+            server = await start_http_server(registry=registry)
+            try:
+                port = server.socket.port
+                v4 = await fetch(f"http://127.0.0.1:{port}/metrics")
+                v6 = await fetch(f"http://[::1]:{port}/metrics")
+            finally:
+                await server.close()
+            return server, v4, v6
+
+        server, v4, v6 = run(main())
+
+        assert "::" == server.socket.addr
+        assert server.url.startswith("http://[::]:")
+        assert 200 == v4[0] == v6[0]
+
+    def test_name_with_two_addresses(self, registry, hits):
+        """A name that resolves to several addresses is served on all, on one port."""
+        addresses = {
+            info[4][0] for info in socket.getaddrinfo("localhost", 0, type=socket.SOCK_STREAM)
+        }
+
+        async def main():
+            server = await start_http_server(addr="localhost", registry=registry)
+            try:
+                return server.socket.port, [
+                    (
+                        await fetch(
+                            f"http://{'[::1]' if a == '::1' else a}:{server.socket.port}/metrics"
+                        )
+                    )[0]
+                    for a in addresses
+                ]
+            finally:
+                await server.close()
+
+        _, statuses = run(main())
+
+        assert [200] * len(addresses) == statuses
+
+    def test_close_frees_socket_and_is_idempotent(self, registry):
+        """close() frees the port, and a second close() does nothing."""
+
+        async def main():
+            server = await start_http_server(addr="127.0.0.1", registry=registry)
+            await server.close()
+            await server.close()
+            return server.socket.port
+
+        assert port_is_free(run(main()))
+
+    def test_address_not_on_this_host(self, registry):
+        """An address that is not this host's fails at start with the system's error."""
+        with pytest.raises(OSError, match=r"[Aa]ssign"):
+            run(start_http_server(addr="192.0.2.1", registry=registry))
+
+    def test_second_address_fails(self, registry, monkeypatch):
+        """If one of several addresses cannot be bound, none stays open."""
+        import promloop.aio.web as module
+
+        bound = []
+        real_bound = module._bound
+
+        def bind_once(*args, **kwargs):
+            if bound:
+                raise OSError(99, "cannot bind the second address")
+            bound.append(real_bound(*args, **kwargs))
+            return bound[-1]
+
+        monkeypatch.setattr(module, "_bound", bind_once)
+        monkeypatch.setattr(
+            module.socket_module,
+            "getaddrinfo",
+            lambda *a, **k: [
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", 0)),
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.2", 0)),
+            ],
+        )
+
+        with pytest.raises(OSError, match="second address"):
+            run(start_http_server(addr="twice.example", registry=registry))
+        assert -1 == bound[0].fileno()
+
+    def test_port_in_use(self, registry):
+        """A port in use fails at start with an error naming the address and port."""
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+
+            with pytest.raises(OSError, match=f"cannot listen on '127.0.0.1' port {port}"):
+                run(start_http_server(addr="127.0.0.1", port=port, registry=registry))
+
+    @pytest.mark.parametrize("path", ["metrics", "/", ""])
+    def test_bad_path(self, path):
+        """A path that does not start with / (or is /) fails at start."""
+        with pytest.raises(ValueError, match="path= must start with '/'"):
+            run(start_http_server(path=path))
+
+    def test_service_discovery(self, registry):
+        """The server registers once it listens, and deregisters on close."""
+        discovery = FakeDiscovery()
+
+        async def main():
+            server = await start_http_server(
+                addr="127.0.0.1", registry=registry, service_discovery=discovery
+            )
+            registered = server.is_registered
+            await server.close()
+            await server.close()
+            return server, registered
+
+        server, registered = run(main())
+
+        assert [server] == discovery.registered
+        assert registered
+        assert not server.is_registered
+        assert 1 == discovery.deregistered
+
+    def test_registration_failure_frees_socket(self, registry):
+        """If registration raises, start fails with it and leaves no socket open."""
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+
+        with pytest.raises(ConnectionError, match="agent unreachable"):
+            run(
+                start_http_server(
+                    addr="127.0.0.1",
+                    port=port,
+                    registry=registry,
+                    service_discovery=FakeDiscovery(fail_register=True),
+                )
+            )
+        assert port_is_free(port)
+
+    def test_deregistration_failure_still_frees_socket(self, registry):
+        """A failing deregistration is raised, after the socket has been freed."""
+
+        async def main():
+            server = await start_http_server(
+                addr="127.0.0.1",
+                registry=registry,
+                service_discovery=FakeDiscovery(fail_deregister=True),
+            )
+            with pytest.raises(ConnectionError, match="agent gone"):
+                await server.close()
+            await server.close()
+            return server
+
+        server = run(main())
+
+        assert not server.is_registered
+        assert port_is_free(server.socket.port)
+
+    def test_auth(self, registry, hits):
+        """auth= protects the metrics path but not the root page."""
+
+        async def main():
+            server = await start_http_server(
+                addr="127.0.0.1", registry=registry, auth=BasicAuth("prom", "pw")
+            )
+            try:
+                return await fetch(server.url), await fetch(server.metrics_url)
+            finally:
+                await server.close()
+
+        (root_status, _, _), (status, headers, _) = run(main())
+
+        assert 200 == root_status
+        assert 401 == status
+        assert headers["WWW-Authenticate"].startswith("Basic ")
+
+
+@pytest.fixture(scope="module")
+def tls():
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    ca.configure_trust(client_ctx)
+    return ca, server_ctx, client_ctx
+
+
+class TestTLS:
+    def test_https(self, registry, hits, tls):
+        """With ssl_ctx=, the server speaks HTTPS and says so."""
+        _, server_ctx, client_ctx = tls
+
+        async def main():
+            server = await start_http_server(
+                addr="127.0.0.1", registry=registry, ssl_ctx=server_ctx
+            )
+            try:
+                return server, await fetch(server.metrics_url, ssl_context=client_ctx)
+            finally:
+                await server.close()
+
+        server, (status, _, body) = run(main())
+
+        assert server.https
+        assert server.metrics_url.startswith("https://127.0.0.1:")
+        assert (200, True) == (status, b"hits_total 7.0" in body)
+
+    def test_client_certificates(self, registry, hits, tls):
+        """A context that requires client certificates turns away clients without one."""
+        ca, _, _ = tls
+        server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+        ca.configure_trust(server_ctx)
+        server_ctx.verify_mode = ssl.CERT_REQUIRED
+
+        anonymous = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+        ca.configure_trust(anonymous)
+        identified = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+        ca.configure_trust(identified)
+        ca.issue_cert("prometheus.example").configure_cert(identified)
+
+        async def main():
+            server = await start_http_server(
+                addr="127.0.0.1", registry=registry, ssl_ctx=server_ctx
+            )
+            try:
+                with pytest.raises((aiohttp.ClientError, ssl.SSLError)):
+                    await fetch(server.metrics_url, ssl_context=anonymous)
+                return await fetch(server.metrics_url, ssl_context=identified)
+            finally:
+                await server.close()
+
+        status, _, _ = run(main())
+
+        assert 200 == status
+
+
+def get(url: str, **headers: str) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, headers=headers)  # noqa: S310 -- loopback URL
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+class TestStartHttpServerInThread:
+    def test_serves_from_a_named_daemon_thread(self, registry, hits):
+        """A synchronous program gets a metrics endpoint without any asyncio."""
+        server = start_http_server_in_thread(addr="127.0.0.1", registry=registry)
+        try:
+            status, body = get(server.metrics_url)
+            threads = [t for t in threading.enumerate() if t.name == "promloop-metrics-server"]
+        finally:
+            server.close()
+
+        assert isinstance(server, ThreadedMetricsHTTPServer)
+        assert (200, True) == (status, b"hits_total 7.0" in body)
+        assert 1 == len(threads)
+        assert threads[0].daemon
+        assert server.url == f"http://127.0.0.1:{server.socket.port}/"
+        assert server.metrics_url == server.url + "metrics"
+        assert not server.https
+
+    def test_close(self, registry):
+        """close() frees the socket and is idempotent; the thread ends shortly after."""
+        discovery = FakeDiscovery()
+        server = start_http_server_in_thread(
+            addr="127.0.0.1", registry=registry, service_discovery=discovery
+        )
+        assert server.is_registered
+        thread = next(t for t in threading.enumerate() if t.name == "promloop-metrics-server")
+
+        server.close()
+        server.close()
+
+        assert port_is_free(server.socket.port)
+        assert not server.is_registered
+        assert 1 == discovery.deregistered
+        thread.join(10)
+        assert not thread.is_alive()
+
+    def test_deregistration_failure_logged(self, registry, caplog):
+        """A failing deregistration is logged; close() still frees the socket."""
+        server = start_http_server_in_thread(
+            addr="127.0.0.1",
+            registry=registry,
+            service_discovery=FakeDiscovery(fail_deregister=True),
+        )
+
+        with caplog.at_level(logging.ERROR, logger="promloop"):
+            server.close()
+
+        assert port_is_free(server.socket.port)
+        assert "agent gone" in caplog.text
+
+    def test_port_in_use_raises_in_caller(self, registry):
+        """A port in use is raised in the caller at once; no thread is left behind."""
+        before = set(threading.enumerate())
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            with pytest.raises(OSError, match="address is in use"):
+                start_http_server_in_thread(
+                    addr="127.0.0.1", port=taken.getsockname()[1], registry=registry
+                )
+
+        assert set() == set(threading.enumerate()) - before
+
+    def test_discovery_failure_raises_in_caller(self, registry):
+        """A registration failure is raised in the caller."""
+        with pytest.raises(ConnectionError, match="agent unreachable"):
+            start_http_server_in_thread(
+                addr="127.0.0.1",
+                registry=registry,
+                service_discovery=FakeDiscovery(fail_register=True),
+            )
+
+    def test_same_arguments(self, registry, hits):
+        """It takes the same keyword arguments as start_http_server."""
+        server = start_http_server_in_thread(
+            addr="127.0.0.1", registry=registry, path="/stats", auth=BearerToken("t")
+        )
+        try:
+            denied, _ = get(server.metrics_url)
+            allowed, body = get(server.metrics_url, Authorization="Bearer t")
+        finally:
+            server.close()
+
+        assert server.metrics_url.endswith("/stats")
+        assert (401, 200) == (denied, allowed)
+        assert b"hits_total 7.0" in body
+
+
+class TestRepr:
+    def test_repr(self, registry):
+        """Both servers name their metrics URL in their repr."""
+        threaded = start_http_server_in_thread(addr="127.0.0.1", registry=registry)
+        with contextlib.closing(threaded):
+            assert f"<ThreadedMetricsHTTPServer {threaded.metrics_url}>" == repr(threaded)
+            assert f"<MetricsHTTPServer {threaded.metrics_url}>" == repr(threaded._server)

@@ -1,0 +1,428 @@
+"""The framework-free exposition core that every mount point shares (SPEC §4)."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import logging
+import threading
+
+import pytest
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, CONTENT_TYPE_PLAIN_1_0_0
+from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS
+
+from promloop import BasicAuth, BearerToken
+from promloop._exposition import (
+    DEFAULT_FORMAT,
+    Exposition,
+    Reply,
+    SharedRenders,
+    gzip_accepted,
+    negotiate,
+)
+
+
+PROMETHEUS_2 = (
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
+    "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)
+PROMETHEUS_2_TEXT_ONLY = "text/plain;version=0.0.4;q=1,*/*;q=0.1"
+PROMETHEUS_3 = (
+    "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.5,"
+    "application/openmetrics-text;version=0.0.1;q=0.4,"
+    "text/plain;version=1.0.0;escaping=allow-utf-8;q=0.3,text/plain;version=0.0.4;q=0.2,*/*;q=0.1"
+)
+PROMETHEUS_PROTOBUF_FIRST = (
+    "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;"
+    "q=0.7,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
+)
+FIREFOX = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8"
+
+
+def run_now(work):
+    """Run the work at once, in the calling thread (a spawn for tests)."""
+    work()
+
+
+class TestNegotiate:
+    @pytest.mark.parametrize(
+        ("accept", "content_type"),
+        [
+            (None, CONTENT_TYPE_LATEST),
+            ("", CONTENT_TYPE_LATEST),
+            ("*/*", CONTENT_TYPE_LATEST),
+            (FIREFOX, CONTENT_TYPE_LATEST),
+            (PROMETHEUS_2, OPENMETRICS),
+            (PROMETHEUS_2_TEXT_ONLY, CONTENT_TYPE_PLAIN_0_0_4),
+            (PROMETHEUS_3, OPENMETRICS + "; escaping=allow-utf-8"),
+            (PROMETHEUS_PROTOBUF_FIRST, CONTENT_TYPE_PLAIN_0_0_4),
+            ("application/openmetrics-text; version=0.0.1", OPENMETRICS),
+            ("Application/OpenMetrics-Text", OPENMETRICS),
+            ("application/openmetrics-text;q=0,text/plain;version=0.0.4", CONTENT_TYPE_PLAIN_0_0_4),
+            ("application/openmetrics-text;q=0", CONTENT_TYPE_LATEST),
+            (
+                "application/openmetrics-text;q=0.5,text/plain;version=0.0.4;q=0.5",
+                CONTENT_TYPE_PLAIN_0_0_4,
+            ),
+            ("text/plain;version=1.0.0", CONTENT_TYPE_PLAIN_1_0_0),
+            (
+                "text/plain;version=1.0.0;escaping=dots",
+                CONTENT_TYPE_PLAIN_1_0_0 + "; escaping=dots",
+            ),
+            ("text/plain;version=1.0.0;escaping=bogus", CONTENT_TYPE_PLAIN_1_0_0),
+            ("text/plain", CONTENT_TYPE_LATEST),
+            ("text/*;q=0.9,application/openmetrics-text;q=0.8", CONTENT_TYPE_LATEST),
+            (
+                "application/openmetrics-text;q=abc,text/plain;version=0.0.4",
+                CONTENT_TYPE_PLAIN_0_0_4,
+            ),
+            ("application/json", CONTENT_TYPE_LATEST),
+        ],
+        ids=[
+            "none",
+            "empty",
+            "curl",
+            "browser",
+            "prometheus-2",
+            "prometheus-2-text-only",
+            "prometheus-3",
+            "prometheus-protobuf-first",
+            "openmetrics-0.0.1",
+            "case-insensitive",
+            "openmetrics-q0",
+            "only-openmetrics-q0",
+            "tie-goes-to-text",
+            "text-1.0.0",
+            "text-1.0.0-escaping",
+            "text-1.0.0-unknown-escaping",
+            "text-no-version",
+            "text-wildcard-preferred",
+            "malformed-q-ignored",
+            "unsupported-type",
+        ],
+    )
+    def test_content_type(self, accept, content_type):
+        """The chosen format is announced with the content type a scraper expects."""
+        assert content_type == negotiate(accept).content_type
+
+    def test_openmetrics_flag(self):
+        """OpenMetrics is chosen only when preferred, and renders OpenMetrics."""
+        assert negotiate(PROMETHEUS_2).openmetrics
+        assert not negotiate(PROMETHEUS_PROTOBUF_FIRST).openmetrics
+        assert DEFAULT_FORMAT == negotiate(None)
+
+    def test_escaping(self):
+        """A requested escaping scheme is applied to UTF-8 names."""
+        registry = CollectorRegistry()
+        Gauge("my.gauge", "A dotted name.", registry=registry).set(1)
+
+        escaped = negotiate("text/plain;version=1.0.0").render(registry)
+        utf8 = negotiate("text/plain;version=1.0.0;escaping=allow-utf-8").render(registry)
+
+        assert b"my_gauge 1.0" in escaped
+        assert b'{"my.gauge"} 1.0' in utf8
+
+
+class TestGzipAccepted:
+    @pytest.mark.parametrize(
+        ("header", "accepted"),
+        [
+            (None, False),
+            ("", False),
+            ("gzip", True),
+            ("gzip, deflate, br", True),
+            ("GZIP", True),
+            ("x-gzip", True),
+            ("deflate", False),
+            ("identity", False),
+            ("gzip;q=0", False),
+            ("*", True),
+            ("*;q=0", False),
+            ("gzip;q=0, *", False),
+            ("br;q=1.0, gzip;q=0.8, *;q=0.1", True),
+        ],
+    )
+    def test_header(self, header, accepted):
+        """Gzip is used when Accept-Encoding allows it, q-values honoured."""
+        assert accepted is gzip_accepted(header)
+
+
+class TestSharedRenders:
+    def test_joins_a_render_that_has_not_started(self):
+        """Scrapes of one view arriving before the render starts share it."""
+        renders = SharedRenders()
+        queued = []
+        calls = []
+
+        def render():
+            calls.append(1)
+            return Reply(200, (), b"x")
+
+        first = renders.submit("view", render, queued.append)
+        second = renders.submit("view", render, queued.append)
+
+        assert first is second
+        assert 1 == len(queued)
+        queued[0]()
+        assert [1] == calls
+        assert b"x" == first.result().body
+
+    def test_never_joins_a_started_render(self):
+        """A scrape arriving while a render reads the registry gets a fresh render."""
+        renders = SharedRenders()
+        queued = []
+
+        first = renders.submit("view", lambda: Reply(200, (), b"1"), queued.append)
+        queued[0]()
+        second = renders.submit("view", lambda: Reply(200, (), b"2"), queued.append)
+
+        assert first is not second
+        assert 2 == len(queued)
+
+    def test_views_are_separate(self):
+        """Different views (format, filter, compression) never share."""
+        renders = SharedRenders()
+        queued = []
+
+        assert renders.submit("a", lambda: None, queued.append) is not renders.submit(
+            "b", lambda: None, queued.append
+        )
+
+    def test_failure_reaches_every_waiter(self):
+        """A render that raises fails every scrape that shared it."""
+        renders = SharedRenders()
+        queued = []
+
+        def broken():
+            raise RuntimeError("collect failed")
+
+        first = renders.submit("view", broken, queued.append)
+        second = renders.submit("view", broken, queued.append)
+        queued[0]()
+
+        for future in (first, second):
+            with pytest.raises(RuntimeError, match="collect failed"):
+                future.result()
+
+    def test_spawn_failure(self):
+        """If the work cannot be spawned, the error is raised and the view stays usable."""
+        renders = SharedRenders()
+
+        def refuse(work):
+            raise RuntimeError("executor shut down")
+
+        with pytest.raises(RuntimeError, match="executor shut down"):
+            renders.submit("view", lambda: Reply(200, (), b""), refuse)
+
+        assert b"ok" == renders.submit("view", lambda: Reply(200, (), b"ok"), run_now).result().body
+
+    def test_spawn_failure_after_running(self):
+        """A spawn that ran the work and then raised leaves the view usable too."""
+        renders = SharedRenders()
+
+        def run_then_refuse(work):
+            work()
+            raise RuntimeError("late failure")
+
+        with pytest.raises(RuntimeError, match="late failure"):
+            renders.submit("view", lambda: Reply(200, (), b""), run_then_refuse)
+
+        assert b"ok" == renders.submit("view", lambda: Reply(200, (), b"ok"), run_now).result().body
+
+    def test_waiter_cannot_cancel_the_shared_render(self):
+        """Cancelling one waiter's future does not cancel the render the others wait for."""
+        renders = SharedRenders()
+        queued = []
+
+        future = renders.submit("view", lambda: Reply(200, (), b"x"), queued.append)
+
+        assert not future.cancel()
+        queued[0]()
+        assert b"x" == future.result().body
+
+    def test_concurrent_scrapes_see_changes(self):
+        """Under real threads, every scrape reflects the changes made before it started."""
+        registry = CollectorRegistry()
+        gauge = Gauge("value", "The value.", registry=registry)
+        exposition = Exposition(registry)
+
+        def spawn(work):
+            threading.Thread(target=work).start()
+
+        for value in range(50):
+            gauge.set(value)
+            reply = exposition.scrape(
+                authorization=None, accept=None, accept_encoding=None, names=(), spawn=spawn
+            ).result(timeout=10)
+            assert f"value {float(value)}".encode() in reply.body
+
+
+class TestExposition:
+    def scrape(self, exposition, **headers):
+        arguments = {"authorization": None, "accept": None, "accept_encoding": None, "names": ()}
+        arguments.update(headers)
+        return exposition.scrape(**arguments, spawn=run_now).result()
+
+    def test_default_registry(self):
+        """Without registry=, the global REGISTRY is served."""
+        reply = self.scrape(Exposition())
+
+        assert 200 == reply.status
+        assert b"python_info" in reply.body
+
+    def test_text(self, registry):
+        """A plain scrape gets the text format."""
+        Counter("hits", "Hits.", registry=registry).inc(3)
+
+        reply = self.scrape(Exposition(registry))
+
+        assert (("Content-Type", CONTENT_TYPE_LATEST),) == reply.headers
+        assert b"hits_total 3.0\n" in reply.body
+
+    def test_openmetrics(self, registry):
+        """An OpenMetrics scrape gets OpenMetrics, ending in # EOF."""
+        Counter("hits", "Hits.", registry=registry).inc()
+
+        reply = self.scrape(Exposition(registry), accept=PROMETHEUS_2)
+
+        assert reply.body.endswith(b"# EOF\n")
+
+    def test_gzip(self, registry):
+        """A scrape that accepts gzip gets a compressed body."""
+        Counter("hits", "Hits.", registry=registry).inc()
+
+        reply = self.scrape(Exposition(registry), accept_encoding="gzip")
+
+        assert ("Content-Encoding", "gzip") in reply.headers
+        assert b"hits_total 1.0" in gzip.decompress(reply.body)
+
+    def test_disable_compression(self, registry):
+        """disable_compression=True never compresses."""
+        reply = self.scrape(Exposition(registry, disable_compression=True), accept_encoding="gzip")
+
+        assert "Content-Encoding" not in dict(reply.headers)
+
+    def test_name_filter(self, registry):
+        """name[] restricts the output to the named series."""
+        Counter("hits", "Hits.", registry=registry).inc()
+        Gauge("temperature", "Temperature.", registry=registry).set(20)
+
+        reply = self.scrape(Exposition(registry), names=["temperature"])
+
+        assert b"temperature 20.0" in reply.body
+        assert b"hits" not in reply.body
+
+    def test_name_filter_on_plain_collector(self):
+        """name[] works on a collector that is not a CollectorRegistry."""
+        registry = CollectorRegistry()
+        Counter("hits", "Hits.", registry=registry).inc()
+        Gauge("temperature", "Temperature.", registry=registry).set(20)
+
+        class JustCollect:
+            def collect(self):
+                return registry.collect()
+
+        reply = self.scrape(Exposition(JustCollect()), names=["temperature"])
+
+        assert b"temperature 20.0" in reply.body
+        assert b"hits" not in reply.body
+
+    def test_render_failure(self, registry, caplog):
+        """A collector that raises gives a 500, and the traceback goes to the log."""
+
+        class Broken:
+            def collect(self):
+                raise RuntimeError("database gone")
+
+        registry.register(Broken())
+
+        with caplog.at_level(logging.ERROR, logger="promloop"):
+            reply = self.scrape(Exposition(registry))
+
+        assert 500 == reply.status
+        assert "database gone" in caplog.text
+
+    @pytest.mark.parametrize(
+        "authorization",
+        [None, "", "Basic", "Basic !!!", "Basic dXNlcjp3cm9uZw==", "Bearer dXNlcjpzZWNyZXQ="],
+        ids=["missing", "empty", "no-credentials", "malformed", "wrong", "wrong-scheme"],
+    )
+    def test_basic_auth_rejects(self, registry, authorization):
+        """Any request without valid basic credentials gets 401 with a Basic challenge."""
+        reply = self.scrape(
+            Exposition(registry, auth=BasicAuth("user", "secret")), authorization=authorization
+        )
+
+        assert 401 == reply.status
+        assert dict(reply.headers)["WWW-Authenticate"].startswith("Basic ")
+
+    def test_basic_auth_accepts(self, registry):
+        """Valid basic credentials get the metrics."""
+        reply = self.scrape(
+            Exposition(registry, auth=BasicAuth("user", "secret")),
+            authorization="Basic dXNlcjpzZWNyZXQ=",
+        )
+
+        assert 200 == reply.status
+
+    @pytest.mark.parametrize(
+        "authorization", [None, "Bearer", "Bearer wrong", "Basic token", "token"]
+    )
+    def test_bearer_rejects(self, registry, authorization):
+        """Any request without the right bearer token gets 401 with a Bearer challenge."""
+        reply = self.scrape(
+            Exposition(registry, auth=BearerToken("token")), authorization=authorization
+        )
+
+        assert 401 == reply.status
+        assert 'Bearer realm="metrics"' == dict(reply.headers)["WWW-Authenticate"]
+
+    def test_bearer_accepts(self, registry):
+        """The right bearer token gets the metrics, whatever the scheme's case."""
+        exposition = Exposition(registry, auth=BearerToken("token"))
+
+        assert 200 == self.scrape(exposition, authorization="Bearer token").status
+        assert 200 == self.scrape(exposition, authorization="bearer token").status
+
+    def test_bad_registry(self):
+        """registry= must be able to collect."""
+        with pytest.raises(TypeError, match="registry= must be a CollectorRegistry"):
+            Exposition(object())
+
+    def test_bad_auth(self, registry):
+        """auth= must be one of promloop's credential types."""
+        with pytest.raises(TypeError, match=r"auth= must be a promloop\.BasicAuth"):
+            Exposition(registry, auth=("user", "secret"))  # type: ignore[arg-type]
+
+
+class TestBasicAuth:
+    @pytest.mark.parametrize(("username", "password"), [("", "x"), ("x", ""), ("a:b", "x")])
+    def test_invalid(self, username, password):
+        """Empty credentials, or a colon in the username, fail at once."""
+        with pytest.raises(ValueError, match="BasicAuth"):
+            BasicAuth(username, password)
+
+    def test_repr_hides_password(self):
+        """The password never appears in a repr (and so in a log)."""
+        assert "BasicAuth(username='user', password=<hidden>)" == repr(BasicAuth("user", "pw"))
+
+    def test_non_ascii(self):
+        """UTF-8 credentials work (RFC 7617's charset)."""
+        auth = BasicAuth("jürgen", "pässword")
+        header = "Basic " + base64.b64encode("jürgen:pässword".encode()).decode()
+
+        assert auth.accepts(header)
+
+
+class TestBearerToken:
+    @pytest.mark.parametrize("token", ["", "a b"])
+    def test_invalid(self, token):
+        """An empty token, or one with whitespace, fails at once."""
+        with pytest.raises(ValueError, match="BearerToken"):
+            BearerToken(token)
+
+    def test_repr_hides_token(self):
+        """The token never appears in a repr."""
+        assert "BearerToken(token=<hidden>)" == repr(BearerToken("s3cret"))

@@ -1,0 +1,164 @@
+"""promloop.tx.web.MetricsResource, without a running reactor (SPEC §4)."""
+
+from __future__ import annotations
+
+import gzip
+
+import pytest
+
+
+pytest.importorskip("twisted", reason="the no-Twisted tox environments test the ImportError")
+
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+from twisted.web.test.requesthelper import DummyRequest
+
+from promloop import BasicAuth
+from promloop.tx.web import MetricsResource
+
+
+class FakeThreadPool:
+    def __init__(self):
+        self.queued = []
+
+    def callInThread(self, work):  # noqa: N802 -- Twisted's name
+        self.queued.append(work)
+
+
+class FakeReactor:
+    """Runs thread-pool work when told to, and callFromThread at once."""
+
+    def __init__(self):
+        self.pool = FakeThreadPool()
+
+    def getThreadPool(self):  # noqa: N802 -- Twisted's name
+        return self.pool
+
+    def callFromThread(self, function, *args):  # noqa: N802 -- Twisted's name
+        function(*args)
+
+    def run_pool(self):
+        while self.pool.queued:
+            self.pool.queued.pop(0)()
+
+
+def request(method=b"GET", *, args=None, **headers):
+    dummy = DummyRequest([b"metrics"])
+    dummy.method = method
+    dummy.args = args or {}
+    for name, value in headers.items():
+        dummy.requestHeaders.addRawHeader(name.replace("_", "-").encode(), value.encode())
+    return dummy
+
+
+def scrape(resource, reactor, dummy):
+    assert NOT_DONE_YET == resource.render(dummy)
+    reactor.run_pool()
+    assert dummy.finished
+    return dummy.responseCode or 200, dummy.responseHeaders, b"".join(dummy.written)
+
+
+@pytest.fixture
+def reactor():
+    return FakeReactor()
+
+
+@pytest.fixture
+def hits(registry):
+    counter = Counter("hits", "Hits.", registry=registry)
+    counter.inc(5)
+    return counter
+
+
+class TestMetricsResource:
+    def test_get(self, registry, hits, reactor):
+        """GET answers the registry's metrics, rendered in the thread pool."""
+        resource = MetricsResource(registry, reactor=reactor)
+        dummy = request()
+
+        assert NOT_DONE_YET == resource.render(dummy)
+        assert not dummy.finished  # nothing rendered in the reactor's thread
+
+        status, headers, body = scrape(resource, reactor, dummy)
+
+        assert 200 == status
+        assert [CONTENT_TYPE_LATEST.encode()] == headers.getRawHeaders(b"Content-Type")
+        assert b"hits_total 5.0\n" in body
+
+    def test_head(self, registry, hits, reactor):
+        """HEAD answers the headers of GET, with no body."""
+        resource = MetricsResource(registry, reactor=reactor)
+
+        _, _, get_body = scrape(resource, reactor, request())
+        status, headers, body = scrape(resource, reactor, request(b"HEAD"))
+
+        assert (200, b"") == (status, body)
+        assert [str(len(get_body)).encode()] == headers.getRawHeaders(b"Content-Length")
+
+    def test_openmetrics_gzip_filter(self, registry, hits, reactor):
+        """Negotiation, name[] and gzip follow the shared rules."""
+        Gauge("other", "Other.", registry=registry).set(1)
+        resource = MetricsResource(registry, reactor=reactor)
+
+        _, headers, body = scrape(
+            resource,
+            reactor,
+            request(
+                args={b"name[]": [b"hits_total"]},
+                Accept="application/openmetrics-text;version=1.0.0",
+                Accept_Encoding="gzip",
+            ),
+        )
+        text = gzip.decompress(body)
+
+        assert [b"gzip"] == headers.getRawHeaders(b"Content-Encoding")
+        assert text.endswith(b"# EOF\n")
+        assert b"hits_total 5.0" in text
+        assert b"other" not in text
+
+    def test_auth(self, registry, reactor):
+        """With auth=, a request without credentials gets 401 and a challenge."""
+        resource = MetricsResource(registry, auth=BasicAuth("prom", "pw"), reactor=reactor)
+
+        status, headers, _ = scrape(resource, reactor, request())
+
+        assert 401 == status
+        assert headers.getRawHeaders(b"WWW-Authenticate")[0].startswith(b"Basic ")
+
+    def test_client_gone(self, registry, reactor):
+        """A client that disconnects before the render ends gets nothing written."""
+        resource = MetricsResource(registry, reactor=reactor)
+        dummy = request()
+
+        resource.render(dummy)
+        dummy.processingFailed(Failure(ConnectionError("client gone")))
+        written = len(dummy.written)
+        reactor.run_pool()
+
+        assert written == len(dummy.written)
+
+    def test_put_child_and_default_registry(self, reactor):
+        """It mounts with putChild, and serves the global REGISTRY by default."""
+        root = Resource()
+        root.putChild(b"metrics", MetricsResource(reactor=reactor))
+        dummy = request()
+
+        resource = root.getChildWithDefault(b"metrics", dummy)
+        _, _, body = scrape(resource, reactor, dummy)
+
+        assert b"python_info" in body
+
+    def test_default_reactor(self, registry):
+        """Without reactor=, the global reactor is used (imported only then)."""
+        from twisted.internet import reactor as global_reactor
+
+        assert global_reactor is MetricsResource(registry)._reactor
+
+    def test_invalid_arguments(self):
+        """Bad registry= or auth= fail when the resource is made."""
+        with pytest.raises(TypeError, match="registry="):
+            MetricsResource(42)
+        with pytest.raises(TypeError, match="auth="):
+            MetricsResource(auth="secret")  # type: ignore[arg-type]
