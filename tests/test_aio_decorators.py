@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import linecache
 import logging
+import sys
+import traceback
 
 import pytest
 import trio
@@ -12,6 +15,10 @@ import trio
 from prometheus_client import Counter, Gauge, Histogram, Summary
 
 from promloop import aio
+
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
 
 
 run = asyncio.run
@@ -112,10 +119,10 @@ class TestTime:
             agen = numbers()
             first = await agen.__anext__()
             await agen.aclose()
+            assert [True] == cleaned_up  # by aclose() itself, not by garbage collection
             return first
 
         assert 1 == run(take_one())
-        assert [True] == cleaned_up
         assert [1.0] == observer.observed
 
     def test_async_generator_asend_athrow(self, observer, clock):
@@ -299,14 +306,22 @@ class TestTime:
 
         assert "task" == run(main())
 
-    def test_not_awaitable(self, observer):
-        """A second argument that is not awaitable fails at once, naming the problem."""
-        with pytest.raises(TypeError, match=r"time\(\)'s second argument must be an awaitable"):
-            aio.time(observer, 42)  # type: ignore[call-overload]
+    def test_not_awaitable(self, registry):
+        """A second argument that is not awaitable fails at once, naming metric and problem."""
+        histogram = Histogram("work_seconds", "Work.", registry=registry)
+
+        with pytest.raises(
+            TypeError,
+            match=r"time\(\) for Histogram 'work_seconds': the second argument must be an "
+            r"awaitable .* not 42",
+        ):
+            aio.time(histogram, 42)  # type: ignore[call-overload]
 
     def test_no_observe(self):
         """A metric without observe() fails at decoration time, naming it."""
-        with pytest.raises(TypeError, match=r"time\(\): .* has no observe\(\) method"):
+        with pytest.raises(
+            TypeError, match=r"time\(\) for .*: the metric has no observe\(\) method"
+        ):
             aio.time(object())  # type: ignore[arg-type]
 
     def test_real_histogram(self, registry):
@@ -322,7 +337,8 @@ class TestTime:
         histogram = Histogram("work_seconds", "Work.", ["route"], registry=registry)
 
         with pytest.raises(
-            ValueError, match=r"Histogram 'work_seconds' has label names \('route',\)"
+            ValueError,
+            match=r"time\(\) for Histogram 'work_seconds': the metric has label names \('route',\)",
         ):
             aio.time(histogram)
 
@@ -368,18 +384,44 @@ class TestTime:
 
         assert 1.0 == sample(histogram, "_count", route="/c")
 
+    def test_labels_single_string(self, registry):
+        """labels= may return a plain string for a metric with one label name."""
+        histogram = Histogram("work_seconds", "Work.", ["method"], registry=registry)
+
+        run(aio.time(histogram, labels=lambda: "GET")(succeed)())
+
+        assert 1.0 == sample(histogram, "_count", method="GET")
+
+    def test_labels_wrong_values(self, registry):
+        """Label values that do not fit fail before the work, naming metric and labels=."""
+        histogram = Histogram("work_seconds", "Work.", ["method", "route"], registry=registry)
+
+        with pytest.raises(
+            ValueError, match=r"'work_seconds': labels= returned \('GET',\), which does not fit"
+        ):
+            run(aio.time(histogram, labels=lambda: ("GET",))(succeed)())
+
+    def test_labelled_child_named_in_errors(self, registry):
+        """Errors about a labelled child name its label values."""
+        summary = Summary("work_seconds", "Work.", ["route"], registry=registry)
+
+        with pytest.raises(ValueError, match=r"Summary 'work_seconds' \{route='/a'\}"):
+            aio.time(summary.labels("/a"), exemplar=lambda: None)
+
     def test_labels_on_unlabelled_metric(self, registry):
         """labels= for a metric without label names fails at decoration time."""
         histogram = Histogram("work_seconds", "Work.", registry=registry)
 
-        with pytest.raises(ValueError, match="has no label names left to fill"):
+        with pytest.raises(
+            ValueError, match="'work_seconds': labels= was given, but the metric has no"
+        ):
             aio.time(histogram, labels=lambda: ("x",))
 
     def test_labels_not_callable(self, registry):
         """labels= must be callable."""
         histogram = Histogram("work_seconds", "Work.", ["route"], registry=registry)
 
-        with pytest.raises(TypeError, match="labels= must be a callable"):
+        with pytest.raises(TypeError, match="'work_seconds': labels= must be a callable"):
             aio.time(histogram, labels=("x",))  # type: ignore[arg-type]
 
     def test_labels_duck_typed(self, observer):
@@ -447,7 +489,7 @@ class TestTime:
         summary = Summary("work_seconds", "Work.", registry=registry)
 
         with pytest.raises(
-            ValueError, match=r"Summary 'work_seconds'\.observe\(\) takes no exemplar"
+            ValueError, match=r"Summary 'work_seconds': the metric's observe\(\) takes no exemplar"
         ):
             aio.time(summary, exemplar=lambda: None)
 
@@ -476,7 +518,7 @@ class TestTime:
 
         with caplog.at_level(logging.ERROR, logger="promloop"):
             assert 42 == run(aio.time(Broken())(succeed)())
-        assert "time() could not record to Broken 'broken_seconds'" in caplog.text
+        assert "time() for Broken 'broken_seconds' could not record" in caplog.text
 
     def test_recording_failure_keeps_exception(self, caplog):
         """If observe() fails after the work raised, the work's exception propagates."""
@@ -488,13 +530,94 @@ class TestTime:
         with caplog.at_level(logging.ERROR, logger="promloop"), pytest.raises(KeyError):
             run(aio.time(Broken())(fail)(KeyError()))
 
-    def test_labelled_recording_failure(self, registry, caplog):
-        """A faulty exemplar= callable is logged; the result is kept."""
+    def test_exemplar_failure(self, registry, caplog):
+        """A failing exemplar= callable is logged; the observation is kept, without it."""
         histogram = Histogram("work_seconds", "Work.", registry=registry)
 
         with caplog.at_level(logging.ERROR, logger="promloop"):
             assert 42 == run(aio.time(histogram, exemplar=lambda: 1 / 0)(succeed)())
-        assert "could not record" in caplog.text
+
+        assert "time() for Histogram 'work_seconds': exemplar= failed" in caplog.text
+        assert 1.0 == sample(histogram, "_count")
+
+    def test_other_awaitable_untouched(self, observer, clock):
+        """An awaitable that is neither coroutine nor Future comes back as is, timed as a call."""
+
+        class RequestContext:
+            """Like aiohttp's session.get(): awaitable, and an async context manager."""
+
+            def __await__(self):
+                return succeed().__await__()
+
+            async def __aenter__(self):
+                return "entered"
+
+            async def __aexit__(self, *exc_info):
+                return None
+
+        context = RequestContext()
+
+        @aio.time(observer)
+        def request():
+            return context
+
+        async def use():
+            async with request() as entered:
+                return entered
+
+        assert request() is context
+        assert "entered" == run(use())
+        assert [1.0, 1.0] == observer.observed
+
+    def test_done_future_observed_on_return(self, observer, clock):
+        """Await time(metric, future) has observed when it returns, even for a done future."""
+
+        async def main():
+            future = asyncio.get_running_loop().create_future()
+            future.set_result("ready")
+            result = await aio.time(observer, future)
+            return result, list(observer.observed)
+
+        assert ("ready", [1.0]) == run(main())
+        assert [1.0] == observer.observed
+
+    def test_async_generator_open_at_shutdown(self, observer, clock):
+        """An async generator still open when the loop shuts down closes cleanly."""
+        cleaned_up = []
+        loop_errors = []
+        kept = []
+
+        @aio.time(observer)
+        async def numbers():
+            try:
+                yield 1
+                yield 2
+            finally:
+                await asyncio.sleep(0)
+                cleaned_up.append(True)
+
+        async def main():
+            asyncio.get_running_loop().set_exception_handler(
+                lambda loop, context: loop_errors.append(context)
+            )
+            agen = numbers()
+            await agen.__anext__()
+            kept.append(agen)  # alive when asyncio.run() shuts down async generators
+
+        run(main())
+
+        assert [] == loop_errors
+        assert [True] == cleaned_up
+        assert [1.0] == observer.observed
+
+    def test_traceback_shows_wrapper_source(self, observer):
+        """Tracebacks through a wrapper show its source, even after linecache.clearcache()."""
+        linecache.clearcache()
+
+        with pytest.raises(KeyError) as info:
+            run(aio.time(observer)(fail)(KeyError()))
+
+        assert "await func(*args, **kwargs)" in "".join(traceback.format_tb(info.tb))
 
     def test_trio(self, observer, clock):
         """Decorated coroutines run under trio: no asyncio-only API is used."""
@@ -566,6 +689,59 @@ class TestCountExceptions:
         trio.run(main)
         assert 0 == counter.count
 
+    def test_exc_empty_tuple(self, counter):
+        """exc=() counts nothing, as isinstance() and prometheus-async do."""
+        with pytest.raises(KeyError):
+            run(aio.count_exceptions(counter, exc=())(fail)(KeyError()))
+
+        assert 0 == counter.count
+
+    def test_unawaited_failed_task(self, counter, caplog):
+        """A failed Task nobody awaits is counted, and asyncio still reports it."""
+
+        async def boom():
+            raise KeyError("lost")
+
+        @aio.count_exceptions(counter)
+        def spawn():
+            return asyncio.ensure_future(boom())
+
+        async def main():
+            spawn()
+            await asyncio.sleep(0.01)
+
+        with caplog.at_level(logging.ERROR, logger="asyncio"):
+            run(main())
+            gc.collect()
+
+        assert 1 == counter.count
+        assert "Task exception was never retrieved" in caplog.text
+
+    def test_trio_nursery_cancellation_not_counted(self, counter):
+        """A cancelled trio nursery (an exception group of cancellations) is not a failure."""
+
+        @aio.count_exceptions(counter)
+        async def fan_out():
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(trio.sleep_forever)
+                nursery.start_soon(trio.sleep_forever)
+
+        async def main():
+            with trio.move_on_after(0.01):
+                await fan_out()
+
+        trio.run(main, strict_exception_groups=True)
+        assert 0 == counter.count
+
+    def test_exception_group_with_a_failure_counted(self, counter):
+        """An exception group holding a real failure is counted."""
+        group = BaseExceptionGroup("mixed", [asyncio.CancelledError(), KeyError()])
+
+        with pytest.raises(BaseExceptionGroup):
+            run(aio.count_exceptions(counter)(fail)(group))
+
+        assert 1 == counter.count
+
     def test_exc_class(self, counter):
         """Only exceptions of the given class count."""
         decorated = aio.count_exceptions(counter, exc=KeyError)(fail)
@@ -587,11 +763,11 @@ class TestCountExceptions:
 
         assert 2 == counter.count
 
-    @pytest.mark.parametrize("exc", [42, (KeyError, "x"), (), str])
+    @pytest.mark.parametrize("exc", [42, (KeyError, "x"), str])
     def test_exc_invalid(self, counter, exc):
         """exc= that is not an exception class or a tuple of them fails at decoration time."""
         with pytest.raises(
-            TypeError, match=r"count_exceptions\(\): exc= must be an exception class"
+            TypeError, match=r"count_exceptions\(\) for .*: exc= must be an exception class"
         ):
             aio.count_exceptions(counter, exc=exc)
 
@@ -657,7 +833,9 @@ class TestCountExceptions:
 
     def test_no_inc(self):
         """A metric without inc() fails at decoration time."""
-        with pytest.raises(TypeError, match=r"count_exceptions\(\): .* has no inc\(\) method"):
+        with pytest.raises(
+            TypeError, match=r"count_exceptions\(\) for .*: the metric has no inc\(\)"
+        ):
             aio.count_exceptions(object())  # type: ignore[arg-type]
 
     def test_labels_and_exemplar(self, registry):
@@ -699,7 +877,8 @@ class TestCountExceptions:
 
         with caplog.at_level(logging.ERROR, logger="promloop"), pytest.raises(KeyError):
             run(aio.count_exceptions(Broken())(fail)(KeyError()))
-        assert "count_exceptions() could not record" in caplog.text
+        assert "count_exceptions() for " in caplog.text
+        assert " could not record" in caplog.text
 
 
 class TestTrackInprogress:
@@ -737,6 +916,8 @@ class TestTrackInprogress:
             broken()
         assert (0, 1) == (gauge.value, gauge.highest)
 
+    # The application's own coroutine is never awaited either: Python warns about it.
+    @pytest.mark.filterwarnings("ignore:coroutine '.*' was never awaited:RuntimeWarning")
     def test_plain_function_coroutine_never_awaited(self, gauge):
         """A plain function's coroutine result that nobody awaits leaves the gauge at 0."""
 
@@ -814,6 +995,8 @@ class TestTrackInprogress:
         assert 42 == run(main())
         assert (0, 1) == (gauge.value, gauge.highest)
 
+    # The application's own coroutine is never awaited either: Python warns about it.
+    @pytest.mark.filterwarnings("ignore:coroutine '.*' was never awaited:RuntimeWarning")
     def test_coroutine_never_awaited(self, gauge):
         """A wrapped coroutine that is never awaited leaves no trace."""
         aio.track_inprogress(gauge, succeed()).close()
@@ -823,7 +1006,9 @@ class TestTrackInprogress:
 
     def test_missing_dec(self, counter):
         """A metric without dec() fails at decoration time."""
-        with pytest.raises(TypeError, match=r"track_inprogress\(\): .* has no dec\(\) method"):
+        with pytest.raises(
+            TypeError, match=r"track_inprogress\(\) for .*: the metric has no dec\(\)"
+        ):
             aio.track_inprogress(counter)  # type: ignore[arg-type]
 
     def test_labels(self, registry):
@@ -849,4 +1034,5 @@ class TestTrackInprogress:
 
         with caplog.at_level(logging.ERROR, logger="promloop"):
             assert 42 == run(aio.track_inprogress(Broken())(succeed)())
-        assert "track_inprogress() could not record" in caplog.text
+        assert "track_inprogress() for " in caplog.text
+        assert " could not record" in caplog.text

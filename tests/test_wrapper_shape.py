@@ -60,6 +60,22 @@ async def wrapt_decorator(wrapped, instance, args, kwargs):
     return await wrapped(*args, **kwargs)
 
 
+@wrapt.decorator
+def wrapt_sync_decorator(wrapped, instance, args, kwargs):
+    return wrapped(*args, **kwargs)
+
+
+if tx is None:
+    TX_FUNCTIONS: tuple[object, ...] = ()
+else:
+
+    @tx.time(FakeObserver())
+    def module_level_tx_function(x: int) -> int:
+        return x
+
+    TX_FUNCTIONS = (module_level_tx_function,)
+
+
 @pytest.mark.parametrize("decorator", _decorators())
 class TestWrapperShape:
     def test_coroutine_function(self, decorator):
@@ -184,13 +200,73 @@ class TestWrapperShape:
 
     def test_not_callable(self, decorator):
         """Decorating something that cannot be called fails at once."""
-        with pytest.raises(TypeError, match="decorates callables, not 42"):
+        with pytest.raises(TypeError, match="only callables can be decorated, not 42"):
             decorator()(42)
 
 
 class TestPickling:
     def test_module_level_functions(self):
         """Decorated module-level functions pickle by reference, to themselves."""
-        for func in (module_level_coroutine, module_level_function):
+        for func in (module_level_coroutine, module_level_function, *TX_FUNCTIONS):
             assert func is pickle.loads(pickle.dumps(func))
         assert 4 == asyncio.run(pickle.loads(pickle.dumps(module_level_coroutine))(2))
+
+
+@pytest.mark.parametrize("side", SIDES, ids=lambda side: side.__name__)
+class TestMethodsAreMeasured:
+    def test_every_kind_of_method(self, side):
+        """Instance, class and static methods are measured, decorated above or below."""
+        observer = FakeObserver()
+        timed = side.time(observer)
+
+        class Service:
+            @timed
+            def instance(self):
+                return 1
+
+            @timed
+            @classmethod
+            def class_inner(cls):
+                return 2
+
+            @classmethod
+            @timed
+            def class_outer(cls):
+                return 3
+
+            @timed
+            @staticmethod
+            def static_inner():
+                return 4
+
+            @staticmethod
+            @timed
+            def static_outer():
+                return 5
+
+        service = Service()
+        results = [
+            service.instance(),
+            Service.class_inner(),
+            service.class_outer(),
+            Service.static_inner(),
+            service.static_outer(),
+        ]
+
+        assert [1, 2, 3, 4, 5] == results
+        assert 5 == len(observer.observed)
+
+    def test_proxied_classmethod(self, side):
+        """A classmethod inside another decorator's proxy is refused with advice."""
+        timed = side.time(FakeObserver())
+
+        with pytest.raises(
+            TypeError, match="apply this decorator right above or below @classmethod"
+        ):
+
+            class Service:
+                @timed
+                @wrapt_sync_decorator
+                @classmethod
+                def method(cls):
+                    return cls

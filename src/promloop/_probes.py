@@ -55,21 +55,26 @@ class Recipe:
 
 def timing_recipe(who: str, metric: Any, *, labels: object, exemplar: object) -> Recipe:
     """Build the recipe of ``time()``: ``observe(seconds)`` when the work ends."""
+    who = subject(who, metric)
     require_methods(who, metric, "observe", role="an Observer such as a Histogram or a Summary")
     child = child_resolver(who, metric, labels)
-    if exemplar is not None:
-        require_exemplar_support(who, metric, "observe", exemplar)
+    exemplar_of = exemplar_factory(who, metric, "observe", exemplar)
 
     target = "metric" if child is None else "target"
-    observe = f"{target}.observe(perf_counter() - started"
-    observe += ")" if exemplar is None else ", exemplar=exemplar(*args, **kwargs))"
+    if exemplar_of is None:
+        observe: tuple[str, ...] = (f"{target}.observe(perf_counter() - started)",)
+    else:  # the clock is read first: the exemplar is not part of the work
+        observe = (
+            "elapsed = perf_counter() - started",
+            f"{target}.observe(elapsed, exemplar=exemplar_of(args, kwargs))",
+        )
     return Recipe(
         who=who,
         enter=(*_pick_child(child), "started = perf_counter()"),
         state=(*_child_state(child), "started"),
-        on_success=(observe,),
-        on_error=(observe,),
-        names=_names(who, metric, child=child, exemplar=exemplar),
+        on_success=observe,
+        on_error=observe,
+        names=_names(who, metric, child=child, exemplar_of=exemplar_of),
     )
 
 
@@ -80,17 +85,17 @@ def counting_recipe(
 
     ``exc=None`` counts every exception except cancellation.
     """
+    who = subject(who, metric)
     require_methods(who, metric, "inc", role="an Incrementer such as a Counter")
     counts = exception_filter(who, exc)
     child = child_resolver(who, metric, labels)
-    if exemplar is not None:
-        require_exemplar_support(who, metric, "inc", exemplar)
+    exemplar_of = exemplar_factory(who, metric, "inc", exemplar)
 
     target = "metric" if child is None else "target"
     inc = (
         f"{target}.inc()"
-        if exemplar is None
-        else f"{target}.inc(exemplar=exemplar(*args, **kwargs))"
+        if exemplar_of is None
+        else f"{target}.inc(exemplar=exemplar_of(args, kwargs))"
     )
     return Recipe(
         who=who,
@@ -100,12 +105,13 @@ def counting_recipe(
         state=_child_state(child),
         on_success=(),
         on_error=("if counts(error):", f"    {inc}"),
-        names=_names(who, metric, child=child, exemplar=exemplar, counts=counts),
+        names=_names(who, metric, child=child, exemplar_of=exemplar_of, counts=counts),
     )
 
 
 def tracking_recipe(who: str, metric: Any, *, labels: object) -> Recipe:
     """Build the recipe of ``track_inprogress()``: ``inc()`` on start, ``dec()`` on every end."""
+    who = subject(who, metric)
     require_methods(who, metric, "inc", "dec", role="a gauge")
     child = child_resolver(who, metric, labels)
 
@@ -133,35 +139,43 @@ def _names(who: str, metric: Any, **names: Any) -> dict[str, Any]:
     used = {name: value for name, value in names.items() if value is not None}
     return {
         "metric": metric,
-        "recording_failed": functools.partial(_log_recording_failure, who, metric),
+        "recording_failed": functools.partial(_log_recording_failure, who),
         **used,
     }
 
 
-def _log_recording_failure(who: str, metric: Any) -> None:
+def _log_recording_failure(who: str) -> None:
     # The work is over by now: raising would replace the application's own
     # result or exception with ours, so the failure is logged instead.
-    _log.exception(
-        "%s could not record to %s; the measured call is unaffected.", who, describe(metric)
-    )
+    _log.exception("%s could not record; the measured call is unaffected.", who)
 
 
 # --- validation -------------------------------------------------------------
 
 
 def describe(metric: Any) -> str:
-    """Name *metric* for an error message: its class and, if it has one, its metric name."""
+    """Name *metric* for a message: its class, its metric name, a child's label values."""
     name = getattr(metric, "_name", None)
-    if isinstance(name, str):
-        return f"{type(metric).__name__} {name!r}"
-    return repr(metric)
+    if not isinstance(name, str):
+        return repr(metric)
+    described = f"{type(metric).__name__} {name!r}"
+    label_values = getattr(metric, "_labelvalues", ())
+    if label_values:
+        pairs = zip(getattr(metric, "_labelnames", ()), label_values, strict=False)
+        described += " {" + ", ".join(f"{k}={v!r}" for k, v in pairs) + "}"
+    return described
+
+
+def subject(who: str, metric: Any) -> str:
+    """Name a wrapper and its metric, as every message about them starts."""
+    return f"{who} for {describe(metric)}"
 
 
 def require_methods(who: str, metric: Any, *methods: str, role: str) -> None:
     """Raise TypeError unless *metric* has every one of *methods*."""
     for method in methods:
         if not callable(getattr(metric, method, None)):
-            msg = f"{who}: {describe(metric)} has no {method}() method; {who} needs {role}."
+            msg = f"{who}: the metric has no {method}() method; it must be {role}."
             raise TypeError(msg)
 
 
@@ -190,7 +204,7 @@ def child_resolver(
     if labels is None:
         if names:
             msg = (
-                f"{who}: {describe(metric)} has label names {names!r}; pass labels= "
+                f"{who}: the metric has label names {names!r}; pass labels= "
                 f"(a callable returning the label values), or a child such as "
                 f"metric.labels(...)."
             )
@@ -205,32 +219,54 @@ def child_resolver(
     else:  # duck-typed: anything with a labels() method
         fillable = callable(getattr(metric, "labels", None))
     if not fillable:
-        msg = f"{who}: labels= was given, but {describe(metric)} has no label names left to fill."
+        msg = f"{who}: labels= was given, but the metric has no label names left to fill."
         raise ValueError(msg)
 
     def child(args: Args, kwargs: Kwargs) -> Any:
         values: Any = labels(*args, **kwargs)
-        if isinstance(values, Mapping):
-            return metric.labels(**values)
-        return metric.labels(*values)
+        try:
+            if isinstance(values, Mapping):
+                return metric.labels(**values)
+            if isinstance(values, str):  # one label's value, not a sequence of them
+                return metric.labels(values)
+            return metric.labels(*values)
+        except (TypeError, ValueError) as error:
+            msg = f"{who}: labels= returned {values!r}, which does not fit the metric: {error}"
+            raise ValueError(msg) from error
 
     return child
 
 
-def require_exemplar_support(who: str, metric: Any, method: str, exemplar: Any) -> None:
-    """Raise unless *exemplar* is callable and ``metric.<method>`` accepts ``exemplar=``."""
+def exemplar_factory(
+    who: str, metric: Any, method: str, exemplar: object
+) -> Callable[[Args, Kwargs], Any] | None:
+    """Check *exemplar* against ``metric.<method>``; return a never-raising caller of it.
+
+    Returns None when no exemplar was asked for.  A failing *exemplar*
+    callable is logged, and the observation is recorded without one.
+    """
+    if exemplar is None:
+        return None
     if not callable(exemplar):
         msg = f"{who}: exemplar= must be a callable returning a dict or None, not {exemplar!r}."
         raise TypeError(msg)
     try:
         parameters = inspect.signature(getattr(metric, method)).parameters.values()
     except (TypeError, ValueError):  # A builtin without a signature: trust it.
-        return
-    if not any(p.name == "exemplar" or p.kind is p.VAR_KEYWORD for p in parameters):
-        msg = (
-            f"{who}: {describe(metric)}.{method}() takes no exemplar, so exemplar= cannot be used."
-        )
-        raise ValueError(msg)
+        pass
+    else:
+        if not any(p.name == "exemplar" or p.kind is p.VAR_KEYWORD for p in parameters):
+            msg = f"{who}: the metric's {method}() takes no exemplar, so exemplar= cannot be used."
+            raise ValueError(msg)
+
+    def exemplar_of(args: Args, kwargs: Kwargs) -> Any:
+        try:
+            return exemplar(*args, **kwargs)
+        except Exception:  # noqa: BLE001 -- the observation goes on without it
+            _log.exception("%s: exemplar= failed; recording without an exemplar.", who)
+            return None
+
+    return exemplar_of
 
 
 # --- which exceptions count ---------------------------------------------------
@@ -246,15 +282,36 @@ _CANCELLATION_CLASSES: Final = (
     ("twisted.internet.defer", "CancelledError"),
 )
 
+# Where an exception group may come from: the builtin (3.11+), or the
+# backport that trio and anyio use on 3.10.
+_GROUP_CLASSES: Final = (
+    ("builtins", "BaseExceptionGroup"),
+    ("exceptiongroup", "BaseExceptionGroup"),
+)
+
+
+def _loaded_class(module_name: str, class_name: str) -> type[BaseException] | None:
+    found = getattr(sys.modules.get(module_name), class_name, None)
+    return found if isinstance(found, type) and issubclass(found, BaseException) else None
+
 
 def is_cancellation(error: BaseException) -> bool:
-    """Tell whether *error* means "cancelled" in asyncio, trio, Twisted, or a generator."""
+    """Tell whether *error* means "cancelled" in asyncio, trio, Twisted, or a generator.
+
+    An exception group is cancellation when everything in it is (a cancelled
+    trio nursery or asyncio TaskGroup).
+    """
     if isinstance(error, GeneratorExit):
         return True
     for module_name, class_name in _CANCELLATION_CLASSES:
-        module = sys.modules.get(module_name)
-        if module is not None and isinstance(error, getattr(module, class_name)):
+        cancelled = _loaded_class(module_name, class_name)
+        if cancelled is not None and isinstance(error, cancelled):
             return True
+    for module_name, class_name in _GROUP_CLASSES:
+        group = _loaded_class(module_name, class_name)
+        if group is not None and isinstance(error, group):
+            members: tuple[BaseException, ...] = getattr(error, "exceptions", ())
+            return all(is_cancellation(member) for member in members)
     return False
 
 
@@ -263,12 +320,15 @@ def _is_failure(error: BaseException) -> bool:
 
 
 def exception_filter(who: str, exc: object) -> Callable[[BaseException], bool]:
-    """Return the predicate that decides whether an exception is counted."""
+    """Return the predicate that decides whether an exception is counted.
+
+    An empty tuple counts nothing, as ``isinstance()`` and prometheus-async do.
+    """
     if exc is None:
         return _is_failure
     candidates: tuple[object, ...] = exc if isinstance(exc, tuple) else (exc,)  # pyright: ignore[reportUnknownVariableType]
     classes = tuple(c for c in candidates if isinstance(c, type) and issubclass(c, BaseException))
-    if not classes or len(classes) != len(candidates):
+    if len(classes) != len(candidates):
         msg = f"{who}: exc= must be an exception class or a tuple of them, not {exc!r}."
         raise TypeError(msg)
 

@@ -13,8 +13,9 @@ does, with no extra call per measurement.  Generators, async generators and
 pending results use the compiled ``start``/``stop`` pair instead.
 
 What a plain function returns is handed to a framework-specific *settle*
-function when it is pending (it has ``__await__``: a coroutine, a Future, a
-Deferred); settle measures it until it completes.
+function when it is of a *pending* type (a coroutine, a Future, a Deferred);
+settle measures it until it completes.  Anything else is measured as a plain
+value and returned untouched.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ import functools
 import hashlib
 import inspect
 import linecache
+import sys
 import textwrap
 
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Mapping
-from typing import Any, Final, TypeVar, cast
+from typing import Any, Final, TypeVar
 
 from ._probes import Args, Kwargs, Recipe
 
@@ -103,7 +105,7 @@ def measured(*args, **kwargs):
     except BaseException as error:
         {on_error}
         raise
-    if hasattr(result, "__await__"):
+    if isinstance(result, pending):
         return settle(probe, result, {state}, args, kwargs)
     {on_success}
     return result
@@ -145,46 +147,84 @@ def compile_recipe(template: str, recipe: Recipe, namespace: dict[str, Any], **e
 
     The names of the recipe and *extra* become closure variables, and
     *namespace* the globals, exactly as in a hand-written decorator module.
+    The compiled factory is cached by everything but those names' values, so
+    a one-shot ``time(metric, awaitable)`` costs a call, not a compilation.
     """
-    state = _state_expression(recipe.state)
-    body = _render(
-        template.replace("{state}", state),
-        {
-            "enter": recipe.enter,
-            "unpack_state": (f"{state} = state",) if recipe.state else (),
-            "on_success": _guarded(recipe.on_success),
-            "on_error": _guarded(recipe.on_error),
-        },
-    )
     names = {**recipe.names, **extra}
-    code = _code(f"def make({', '.join(sorted(names))}):\n{textwrap.indent(body, '    ')}\n")
-    scope: dict[str, Any] = {}
-    exec(code, namespace, scope)  # noqa: S102 -- our own template, see the module docstring
-    return scope["make"](**names)
+    key = (
+        template,
+        recipe.enter,
+        recipe.state,
+        recipe.on_success,
+        recipe.on_error,
+        tuple(sorted(names)),
+        id(namespace),
+    )
+    factory = _factories.get(key)
+    if factory is None:
+        factory = _factories[key] = _Factory(template, recipe, namespace, sorted(names))
+    factory.register_source()
+    return factory.make(**names)
 
 
-@functools.lru_cache(maxsize=256)
-def _code(source: str) -> Any:
-    # Registered with linecache, so tracebacks through a wrapper show its lines.
-    filename = f"<promloop wrapper {hashlib.sha1(source.encode()).hexdigest()[:12]}>"  # noqa: S324
-    linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
-    return compile(source, filename, "exec")
+class _Factory:
+    """One compiled template: ``make(**names)`` returns what the template returns."""
+
+    __slots__ = ("filename", "lines", "make", "source")
+
+    def __init__(
+        self, template: str, recipe: Recipe, namespace: dict[str, Any], names: list[str]
+    ) -> None:
+        state = _state_expression(recipe.state)
+        body = _render(
+            template.replace("{state}", state),
+            {
+                "enter": recipe.enter,
+                "unpack_state": (f"{state} = state",) if recipe.state else (),
+                "on_success": _guarded(recipe.on_success),
+                "on_error": _guarded(recipe.on_error),
+            },
+        )
+        self.source = f"def make({', '.join(names)}):\n{textwrap.indent(body, '    ')}\n"
+        digest = hashlib.sha1(self.source.encode()).hexdigest()[:12]  # noqa: S324 -- a name
+        self.filename = f"<promloop wrapper {digest}>"
+        self.lines = self.source.splitlines(keepends=True)
+        scope: dict[str, Any] = {}
+        code = compile(self.source, self.filename, "exec")
+        exec(code, namespace, scope)  # noqa: S102 -- our own template, see the module docstring
+        self.make: Callable[..., Any] = scope["make"]
+
+    def register_source(self) -> None:
+        # Tracebacks through a wrapper show its lines; registered on every use
+        # because linecache.clearcache() may have dropped them.
+        linecache.cache[self.filename] = (len(self.source), None, self.lines, self.filename)
+
+
+_factories: dict[tuple[object, ...], _Factory] = {}
 
 
 # --- instrumenting callables ----------------------------------------------------
 
 
-def instrument(who: str, func: Any, probe: Probe, settle: Settle) -> Any:
+def instrument(who: str, func: Any, probe: Probe, settle: Settle, pending: tuple[type, ...]) -> Any:
     """Return *func* wrapped so that every call is measured by *probe*.
 
     ``classmethod`` and ``staticmethod`` objects are unwrapped, instrumented
-    and wrapped again, so the decorator works above or below them.
+    and wrapped again, so the decorator works above or below them.  A plain
+    function's result of a *pending* type is handed to *settle*.
     """
-    if isinstance(func, (classmethod, staticmethod)):
-        descriptor: Any = cast("Any", func)
-        return type(descriptor)(instrument(who, descriptor.__func__, probe, settle))
+    if type(func) in (classmethod, staticmethod):
+        descriptor: Any = func
+        return type(descriptor)(instrument(who, descriptor.__func__, probe, settle, pending))
+    if isinstance(func, (classmethod, staticmethod)):  # a proxy (wrapt) around one
+        kind = "classmethod" if isinstance(func, classmethod) else "staticmethod"
+        msg = (
+            f"{who}: {func!r} is a {kind} inside another decorator, which only the class "
+            f"can bind; apply this decorator right above or below @{kind} instead."
+        )
+        raise TypeError(msg)
     if not callable(func):
-        msg = f"{who} decorates callables, not {func!r}."
+        msg = f"{who}: only callables can be decorated, not {func!r}."
         raise TypeError(msg)
 
     if inspect.isasyncgenfunction(func):
@@ -195,7 +235,13 @@ def instrument(who: str, func: Any, probe: Probe, settle: Settle) -> Any:
         wrapper = _generator_wrapper(func, probe)
     else:
         wrapper = compile_recipe(
-            _FUNCTION, probe.recipe, probe.namespace, func=func, probe=probe, settle=settle
+            _FUNCTION,
+            probe.recipe,
+            probe.namespace,
+            func=func,
+            probe=probe,
+            settle=settle,
+            pending=pending,
         )
     return functools.update_wrapper(wrapper, func)
 
@@ -232,9 +278,10 @@ def _async_generator_wrapper(
             inner: AsyncGenerator[Any, Any] = func(*args, **kwargs)
             advance: Callable[[Any], Awaitable[Any]] = inner.asend
             value: Any = None
+            step = _unhooked_first_step(inner)
             while True:
                 try:
-                    item = await advance(value)
+                    item = await step
                 except StopAsyncIteration:
                     break
                 try:
@@ -246,12 +293,30 @@ def _async_generator_wrapper(
                     advance, value = inner.athrow, thrown
                 else:
                     advance = inner.asend
+                step = advance(value)
         except BaseException as error:
             stop(state, args, kwargs, error)
             raise
         stop(state, args, kwargs, None)
 
     return measured
+
+
+def _unhooked_first_step(inner: AsyncGenerator[Any, Any]) -> Awaitable[Any]:
+    """Start *inner* without the event loop's async generator hooks seeing it.
+
+    The loop closes every generator its hooks saw when it shuts down, all at
+    once; the inner generator is the wrapper's to close (it is, when the
+    wrapper is closed), and closing it twice fails with "aclose(): asynchronous
+    generator is already running".  The hooks are per thread, and the first
+    step is the only moment they apply.
+    """
+    hooks = sys.get_asyncgen_hooks()
+    sys.set_asyncgen_hooks(firstiter=None, finalizer=None)
+    try:
+        return inner.asend(None)
+    finally:
+        sys.set_asyncgen_hooks(*hooks)
 
 
 # --- pending results -------------------------------------------------------------

@@ -1,16 +1,18 @@
 """Instrumentation wrappers for asyncio (and any other async library).
 
-Nothing here calls an asyncio-only API: decorated coroutines run unchanged
-under trio or anyio.  asyncio Futures and Tasks are only recognised, by duck
-typing, so that they can be measured by a completion callback.
+Nothing here calls an asyncio-only API on a decorated coroutine's path: it
+runs unchanged under trio or anyio.  asyncio Futures and Tasks are only
+recognised, so that they can be measured by a completion callback.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import types
 
 from time import perf_counter  # noqa: F401  # pyright: ignore[reportUnusedImport] -- see _GLOBALS
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, Final, TypeGuard, overload
 
 from .._probes import Args, Kwargs, counting_recipe, timing_recipe, tracking_recipe
 from .._wrappers import NOT_STARTED, Probe, follow_awaitable, instrument, measure_awaitable
@@ -39,56 +41,86 @@ __all__ = ["count_exceptions", "time", "track_inprogress"]
 _GLOBALS = globals()
 
 
-def _is_future(obj: Any) -> bool:
-    # asyncio.isfuture() without importing asyncio: the attribute that every
-    # asyncio-compatible Future (and Task) carries.
-    blocking: object = getattr(obj.__class__, "_asyncio_future_blocking", None)
-    add_done_callback: object = getattr(obj, "add_done_callback", None)
-    return blocking is not None and callable(add_done_callback)
+# What a plain function may return that is measured until it completes.
+# Any other awaitable (aiohttp's request context managers, for instance) is
+# returned untouched, measured as a plain value: replacing it with a
+# coroutine would break its other protocols (``async with``).
+_PENDING: Final = (types.CoroutineType, asyncio.Future)
 
 
-def _watch_future(probe: Probe, future: Any, state: Any, args: Args, kwargs: Kwargs) -> None:
-    """Stop the measurement when *future* completes, whoever awaits it (or nobody)."""
-
-    def on_done(done: Any) -> None:
+def _error_of(future: asyncio.Future[Any]) -> BaseException | None:
+    """Return the exception that ended *future*, without marking it retrieved."""
+    if future.cancelled():
         try:
-            error = done.exception()
-        except BaseException as cancelled:  # noqa: BLE001 -- a cancelled future raises here
-            error = cancelled
-        probe.stop(state, args, kwargs, error)
+            future.result()
+        except BaseException as cancelled:  # noqa: BLE001 -- the future's own CancelledError
+            return cancelled
+    # Not future.exception(): that would mark the exception retrieved, and
+    # asyncio would no longer log a Task exception that nobody retrieves.
+    error: BaseException | None = future._exception  # noqa: SLF001  # pyright: ignore[reportAttributeAccessIssue, reportUnknownMemberType]
+    return error
 
-    future.add_done_callback(on_done)
+
+def _watch_future(
+    probe: Probe, future: asyncio.Future[Any], state: Any, args: Args, kwargs: Kwargs
+) -> Callable[[asyncio.Future[Any]], None]:
+    """Stop the measurement when *future* completes, whoever awaits it (or nobody).
+
+    Returns the stopping function; it stops once, whoever calls it first.
+    """
+    stopped = False
+
+    def stop_once(done: asyncio.Future[Any]) -> None:
+        nonlocal stopped
+        if not stopped:
+            stopped = True
+            probe.stop(state, args, kwargs, _error_of(done))
+
+    future.add_done_callback(stop_once)
+    return stop_once
+
+
+async def _await_future(
+    future: asyncio.Future[T], stop_once: Callable[[asyncio.Future[Any]], None]
+) -> T:
+    try:
+        return await future
+    finally:
+        # Record now rather than one loop iteration later, when the done
+        # callback runs: `await time(metric, future)` has observed on return.
+        if future.done():
+            stop_once(future)
+
+
+def _is_future(obj: object) -> TypeGuard[asyncio.Future[Any]]:
+    return isinstance(obj, asyncio.Future)
 
 
 def _settle(probe: Probe, result: Any, state: Any, args: Args, kwargs: Kwargs) -> Any:
-    """Measure a plain function's pending result until it completes."""
+    """Measure a plain function's coroutine or Future until it completes."""
     if _is_future(result):
         _watch_future(probe, result, state, args, kwargs)
         return result
     return follow_awaitable(probe, result, state, args, kwargs)
 
 
-async def _await(awaitable: Awaitable[T]) -> T:
-    return await awaitable
-
-
-def _apply(who: str, probe: Probe, awaitable: Any) -> Any:
+def _apply(probe: Probe, awaitable: Any) -> Any:
     """Return a decorator, or measure one *awaitable* and return a coroutine."""
+    who = probe.recipe.who
     if awaitable is None:
 
         def decorator(func: Any) -> Any:
-            return instrument(who, func, probe, _settle)
+            return instrument(who, func, probe, _settle, _PENDING)
 
         return decorator
 
     if _is_future(awaitable):
-        _watch_future(probe, awaitable, probe.start((), {}), (), {})
-        return _await(awaitable)
+        stop_once = _watch_future(probe, awaitable, probe.start((), {}), (), {})
+        return _await_future(awaitable, stop_once)
     if not inspect.isawaitable(awaitable):
         msg = (
-            f"{who}'s second argument must be an awaitable (a coroutine, Task or Future) "
-            f"to measure, not {awaitable!r}; to decorate a function, call {who} with the "
-            f"metric alone."
+            f"{who}: the second argument must be an awaitable (a coroutine, Task or Future) "
+            f"to measure, not {awaitable!r}; to decorate a function, pass the metric alone."
         )
         raise TypeError(msg)
     state = NOT_STARTED if probe.starts_with_execution else probe.start((), {})
@@ -155,7 +187,7 @@ def time(
        Plain and generator functions, ``labels=`` and ``exemplar=``.
     """
     probe = Probe(timing_recipe("time()", metric, labels=labels, exemplar=exemplar), _GLOBALS)
-    return _apply("time()", probe, future)  # type: ignore[no-any-return]
+    return _apply(probe, future)  # type: ignore[no-any-return]
 
 
 @overload
@@ -217,7 +249,7 @@ def count_exceptions(
         "count_exceptions()", metric, exc=exc, labels=labels, exemplar=exemplar
     )
     probe = Probe(recipe, _GLOBALS)
-    return _apply("count_exceptions()", probe, future)  # type: ignore[no-any-return]
+    return _apply(probe, future)  # type: ignore[no-any-return]
 
 
 @overload
@@ -270,4 +302,4 @@ def track_inprogress(
        The awaitable form no longer leaks when the awaitable is never awaited.
     """
     probe = Probe(tracking_recipe("track_inprogress()", metric, labels=labels), _GLOBALS)
-    return _apply("track_inprogress()", probe, future)  # type: ignore[no-any-return]
+    return _apply(probe, future)  # type: ignore[no-any-return]

@@ -12,6 +12,8 @@ returns the very Deferred it was given, with a callback added.
 
 from __future__ import annotations
 
+import types
+
 from time import perf_counter  # noqa: F401  # pyright: ignore[reportUnusedImport] -- see _GLOBALS
 from typing import TYPE_CHECKING, Any, Final, overload
 
@@ -87,19 +89,23 @@ class _DeferredProbe:
         return follow_awaitable(probe, result, state, args, kwargs)
 
 
-def _apply(who: str, recipe: Recipe, deferred: Any) -> Any:
+# What a plain function may return that is measured until it completes.
+_PENDING: Final = (Deferred, types.CoroutineType)
+
+
+def _apply(recipe: Recipe, deferred: Any) -> Any:
     """Return a decorator, or measure one *deferred* and return it."""
     watcher = _DeferredProbe(Probe(recipe, _GLOBALS))
     if deferred is None:
 
         def decorator(func: Any) -> Any:
-            return instrument(who, func, watcher.probe, watcher.settle)
+            return instrument(recipe.who, func, watcher.probe, watcher.settle, _PENDING)
 
         return decorator
     if not isinstance(deferred, Deferred):
         msg = (
-            f"{who}'s second argument must be a Deferred to measure, not {deferred!r}; "
-            f"to decorate a function, call {who} with the metric alone."
+            f"{recipe.who}: the second argument must be a Deferred to measure, not "
+            f"{deferred!r}; to decorate a function, pass the metric alone."
         )
         raise TypeError(msg)
     return watcher.watch(deferred, watcher.probe.start((), {}), (), {})
@@ -158,7 +164,7 @@ def time(
        ``async def`` and generator functions, ``labels=`` and ``exemplar=``.
     """
     recipe = timing_recipe("time()", metric, labels=labels, exemplar=exemplar)
-    return _apply("time()", recipe, deferred)  # type: ignore[no-any-return]
+    return _apply(recipe, deferred)  # type: ignore[no-any-return]
 
 
 @overload
@@ -219,7 +225,7 @@ def count_exceptions(
     recipe = counting_recipe(
         "count_exceptions()", metric, exc=exc, labels=labels, exemplar=exemplar
     )
-    return _apply("count_exceptions()", recipe, deferred)  # type: ignore[no-any-return]
+    return _apply(recipe, deferred)  # type: ignore[no-any-return]
 
 
 @overload
@@ -269,4 +275,4 @@ def track_inprogress(
        A synchronous raise no longer leaves the gauge up.
     """
     recipe = tracking_recipe("track_inprogress()", metric, labels=labels)
-    return _apply("track_inprogress()", recipe, deferred)  # type: ignore[no-any-return]
+    return _apply(recipe, deferred)  # type: ignore[no-any-return]
