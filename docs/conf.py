@@ -40,6 +40,8 @@ myst_enable_extensions = ["colon_fence", "deflist"]
 
 autodoc_member_order = "bysource"
 autodoc_preserve_defaults = True
+# Names that annotations use without their module (imported for type checking only).
+autodoc_type_aliases = {"MetricsHTTPServer": "promloop.aio.web.MetricsHTTPServer"}
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_rtype = False
@@ -58,6 +60,14 @@ doctest_test_doctest_blocks = ""
 # objects cannot resolve; each one that the docstrings or signatures make is
 # listed here, with where it comes from.
 nitpick_ignore = [
+    # aiohttp, the standard library's ssl and twisted.web, in promloop.aio.web's
+    # and promloop.tx.web's signatures.
+    ("py:class", "aiohttp.web_request.Request"),
+    ("py:class", "aiohttp.web_response.Response"),
+    ("py:class", "web.Request"),
+    ("py:class", "web.Response"),
+    ("py:class", "ssl.SSLContext"),
+    ("py:class", "Request"),
     # Python's standard library: the aliases LabelsFactory, ExemplarFactory and
     # Deregisterer expand to these, and the type variables R and C are bound
     # to two of them.

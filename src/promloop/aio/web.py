@@ -62,7 +62,7 @@ def make_handler(
     *,
     auth: BasicAuth | BearerToken | None = None,
     disable_compression: bool = False,
-) -> Handler:
+) -> Callable[[web.Request], Awaitable[web.Response]]:
     """Return an aiohttp handler that serves *registry*'s metrics.
 
     Mount it where you like: ``app.router.add_get("/metrics", make_handler())``
