@@ -108,7 +108,7 @@ async def server_stats(request: web.Request) -> web.Response:
     A ready-made aiohttp handler: ``app.router.add_get("/metrics", server_stats)``.
     Use :func:`make_handler` for another registry, credentials, or no gzip.
     """
-    return await _serve_global_registry(request)  # type: ignore[return-value]
+    return await _serve_global_registry(request)
 
 
 class Socket(NamedTuple):

@@ -1,0 +1,197 @@
+"""Real peer programs for end-to-end tests: Prometheus, promtool, and our own apps.
+
+Each peer listens on 127.0.0.1 only and stops by itself: the tests stop it,
+and a `timeout` wrapper ends it anyway if the test run dies first.
+
+A missing binary skips the test on a developer's machine; in CI (``CI`` or
+``PROMLOOP_REQUIRE_PEERS`` set to a true value) it fails the test instead,
+so that a broken install can never pass as a skip.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+
+APPS = Path(__file__).parent / "apps"
+LIFETIME = 300  # seconds: the longest any peer may live
+
+
+def peers_required() -> bool:
+    """Tell whether a missing peer binary is a failure (CI) rather than a skip."""
+    return any(
+        os.environ.get(name, "").lower() in ("1", "true", "yes")
+        for name in ("CI", "PROMLOOP_REQUIRE_PEERS")
+    )
+
+
+def require_binary(name: str) -> str:
+    """Return the path of *name*, or skip (fail in CI) if it is not installed."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed (Debian: apt-get install {name})"
+        if peers_required():
+            pytest.fail(f"{message}; CI must install it.")
+        pytest.skip(message)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def http_get(url: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, headers=headers)  # noqa: S310 -- loopback only
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        return response.status, dict(response.headers), response.read()
+
+
+def wait_for(condition: Callable[[], Any], *, timeout: float, what: str) -> Any:
+    """Poll *condition* until it returns something true; fail after *timeout* seconds."""
+    deadline = time.monotonic() + timeout
+    last_error: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = condition()
+        except (OSError, ValueError, KeyError) as error:
+            last_error = error
+        else:
+            if result:
+                return result
+        time.sleep(0.2)
+    pytest.fail(f"timed out after {timeout}s waiting for {what} (last error: {last_error!r})")
+
+
+def _bounded(command: list[str]) -> list[str]:
+    timeout = shutil.which("timeout")
+    return [timeout, "--signal=KILL", str(LIFETIME), *command] if timeout else command
+
+
+@contextlib.contextmanager
+def running(command: list[str], **kwargs: Any) -> Iterator[subprocess.Popen[str]]:
+    """Run *command* for the duration of the block, then stop it."""
+    process = subprocess.Popen(
+        _bounded(command),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
+    try:
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+
+
+@contextlib.contextmanager
+def app(script: str, *args: str, env: dict[str, str] | None = None) -> Iterator[dict[str, Any]]:
+    """Run one of tests/apps/ and yield what it announces on its first line (JSON)."""
+    environment = {**os.environ, **(env or {})}
+    with running([sys.executable, str(APPS / script), *args], env=environment) as process:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if not line:
+            _, stderr = process.communicate(timeout=10)
+            pytest.fail(f"{script} exited before it started:\n{stderr}")
+        yield json.loads(line)
+
+
+class Prometheus:
+    """A real Prometheus server on 127.0.0.1, queried through its HTTP API."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def api(self, path: str, **params: str) -> Any:
+        query = urllib.parse.urlencode(params)
+        _, _, body = http_get(f"{self.url}/api/v1/{path}?{query}")
+        answer = json.loads(body)
+        assert "success" == answer["status"], answer
+        return answer["data"]
+
+    def targets(self) -> list[dict[str, Any]]:
+        return list(self.api("targets")["activeTargets"])
+
+    def wait_until_up(self, count: int, timeout: float = 60) -> list[dict[str, Any]]:
+        """Wait until *count* targets are up; return them."""
+
+        def all_up() -> list[dict[str, Any]] | None:
+            targets = self.targets()
+            up = [t for t in targets if t["health"] == "up"]
+            return up if len(up) == count == len(targets) else None
+
+        try:
+            return list(wait_for(all_up, timeout=timeout, what=f"{count} targets up"))
+        except pytest.fail.Exception:
+            pytest.fail(f"targets not all up: {json.dumps(self.targets(), indent=1)}")
+
+    def value(self, expression: str, timeout: float = 30) -> float:
+        """Return the value of an instant query that has exactly one result."""
+
+        def one_result() -> list[Any] | None:
+            result = self.api("query", query=expression)["result"]
+            return result if len(result) == 1 else None  # a list: 0.0 is a value too
+
+        [sample] = wait_for(one_result, timeout=timeout, what=f"a result for {expression}")
+        return float(sample["value"][1])
+
+
+@contextlib.contextmanager
+def prometheus(tmp_path: Path, scrape_configs: list[dict[str, Any]]) -> Iterator[Prometheus]:
+    """Run Debian's Prometheus with *scrape_configs*, scraping every second."""
+    binary = require_binary("prometheus")
+    config = tmp_path / "prometheus.yml"
+    # JSON is YAML: no YAML library needed.
+    config.write_text(
+        json.dumps(
+            {
+                "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
+                "scrape_configs": scrape_configs,
+            }
+        )
+    )
+    port = free_port()
+    command = [
+        binary,
+        f"--config.file={config}",
+        f"--storage.tsdb.path={tmp_path / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--log.level=warn",
+    ]
+    with running(command) as process:
+        url = f"http://127.0.0.1:{port}"
+
+        def ready() -> bool:
+            if process.poll() is not None:
+                _, stderr = process.communicate()
+                pytest.fail(f"prometheus exited with {process.returncode}:\n{stderr}")
+            return http_get(f"{url}/-/ready")[0] == 200
+
+        wait_for(ready, timeout=60, what="prometheus to be ready")
+        yield Prometheus(url)
