@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import gzip
 import subprocess
+import threading
+
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -20,6 +23,7 @@ pytest.importorskip("twisted")
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary
 
 from promloop import BasicAuth
+from promloop._exposition import gzip_accepted, negotiate
 from promloop.aio.web import start_http_server_in_thread
 
 from .peers import app, http_get, prometheus, require_binary, wait_for
@@ -60,9 +64,10 @@ class TestPrometheusScrapes:
                         basic_auth={"username": "prometheus", "password": "s3cret"},
                     ),
                     static("twisted", tx_app["port"]),
+                    static("klein", tx_app["klein_port"]),
                 ]
                 with prometheus(tmp_path, scrape_configs) as server:
-                    targets = server.wait_until_up(4)
+                    targets = server.wait_until_up(5)
                     values = {
                         "inloop /a": server.value('e2e_request_seconds_count{route="/a"}'),
                         "inloop failures": server.value("e2e_request_failures_total"),
@@ -72,13 +77,14 @@ class TestPrometheusScrapes:
                         "queue": server.value(
                             'e2e_threaded_queue_length{job="threaded",queue="default"}'
                         ),
-                        "twisted": server.value("e2e_render_seconds_count"),
+                        "twisted": server.value('e2e_render_seconds_count{job="twisted"}'),
+                        "klein": server.value('e2e_render_seconds_count{job="klein"}'),
                     }
         finally:
             threaded.close()
             protected.close()
 
-        assert {"inloop", "threaded", "protected", "twisted"} == {
+        assert {"inloop", "threaded", "protected", "twisted", "klein"} == {
             t["labels"]["job"] for t in targets
         }
         assert all("" == t["lastError"] for t in targets)
@@ -90,6 +96,7 @@ class TestPrometheusScrapes:
             "protected": 5.0,
             "queue": 3.0,
             "twisted": 2.0,
+            "klein": 2.0,
         } == values
 
     def test_wrong_credentials_are_refused(self, tmp_path, threaded_registry):
@@ -117,6 +124,39 @@ class TestPrometheusScrapes:
 
         assert "down" == target["health"]
         assert "401" in target["lastError"]
+
+
+class TestNegotiationWithPrometheus:
+    def test_prometheus_gets_openmetrics(self, tmp_path):
+        """The Accept header this Prometheus really sends gets OpenMetrics, gzipped."""
+        seen: list[tuple[str | None, str | None]] = []
+
+        class Recorder(BaseHTTPRequestHandler):
+            def do_GET(self):
+                seen.append((self.headers.get("Accept"), self.headers.get("Accept-Encoding")))
+                body = b"# TYPE probe gauge\nprobe 1\n"
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        recorder = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+        thread = threading.Thread(target=recorder.serve_forever, daemon=True)
+        thread.start()
+        try:
+            with prometheus(tmp_path, [static("capture", recorder.server_address[1])]) as server:
+                server.wait_until_up(1)
+        finally:
+            recorder.shutdown()
+            recorder.server_close()
+
+        accept, accept_encoding = seen[0]
+        assert negotiate(accept).openmetrics, accept
+        assert gzip_accepted(accept_encoding), accept_encoding
 
 
 class TestPromtool:

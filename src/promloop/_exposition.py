@@ -14,6 +14,7 @@ import dataclasses
 import gzip
 import logging
 import threading
+import time
 
 from collections.abc import Callable, Collection, Hashable
 from typing import Any, Final, cast
@@ -34,6 +35,14 @@ _log = logging.getLogger("promloop")
 
 GZIP_LEVEL: Final = 1
 """Level 1 is about 13 times cheaper than level 9 at 100k series, for ~4% more bytes."""
+
+GATHER_SECONDS: Final = 0.002
+"""How long a render waits for concurrent scrapes of the same view to join it.
+
+Scrapes that arrive together are parsed in the same few event-loop
+iterations; 2 ms lets them share one render, and costs a single scrape less
+than a millisecond of a render that takes tens of them.
+"""
 
 _ESCAPINGS: Final = frozenset(
     {
@@ -177,13 +186,17 @@ class SharedRenders:
 
     A scrape joins a render only while that render has not started reading
     the registry: so every scrape reflects every change made before it
-    arrived, and no output is ever cached.  A render starts reading as soon
-    as its worker thread picks it up, so scrapes arriving together (Prometheus
-    HA pairs, a burst of clients) share one, and a scrape arriving mid-render
-    starts its own.
+    arrived, and no output is ever cached.  Before it starts reading, a render
+    waits *gather* seconds in its worker thread for the scrapes that arrive
+    with it (Prometheus HA pairs, a burst of clients); a scrape arriving
+    mid-render starts a render of its own.
+
+    Args:
+        gather: How long a render waits for company before reading.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, gather: float = GATHER_SECONDS) -> None:
+        self._gather = gather
         self._lock = threading.Lock()
         self._joinable: dict[Hashable, concurrent.futures.Future[Reply]] = {}
 
@@ -203,6 +216,8 @@ class SharedRenders:
             self._joinable[view] = future
 
         def run() -> None:
+            if self._gather:
+                time.sleep(self._gather)
             # From here on the registry is being read: later scrapes start anew.
             self._forget(view, future)
             try:

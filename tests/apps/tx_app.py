@@ -1,13 +1,16 @@
 """A Twisted app for the end-to-end tests: tx decorators and MetricsResource.
 
-It renders two simulated pages, serves MetricsResource at /metrics on
-127.0.0.1, announces its port as one line of JSON, and runs until stopped.
+It renders two simulated pages and serves MetricsResource at /metrics on
+127.0.0.1 twice: mounted with putChild under twisted.web, and returned from
+a Klein route.  It announces both ports as one line of JSON, and runs until
+stopped.
 """
 
 from __future__ import annotations
 
 import json
 
+from klein import Klein
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from twisted.internet import reactor, task
 from twisted.web.resource import Resource
@@ -28,11 +31,22 @@ def render(page: str) -> object:
     return task.deferLater(reactor, 0.001, lambda: f"<h1>{page}</h1>")
 
 
+klein = Klein()
+klein_metrics = MetricsResource(registry)
+
+
+@klein.route("/metrics", branch=False)
+def metrics(request: object) -> MetricsResource:
+    return klein_metrics
+
+
 def main() -> None:
     root = Resource()
     root.putChild(b"metrics", MetricsResource(registry))
-    port = reactor.listenTCP(0, Site(root), interface="127.0.0.1")
-    print(json.dumps({"port": port.getHost().port}), flush=True)
+    web_port = reactor.listenTCP(0, Site(root), interface="127.0.0.1")
+    klein_port = reactor.listenTCP(0, Site(klein.resource()), interface="127.0.0.1")
+    ports = {"port": web_port.getHost().port, "klein_port": klein_port.getHost().port}
+    print(json.dumps(ports), flush=True)
     reactor.callWhenRunning(render, "home")
     reactor.callWhenRunning(render, "about")
     reactor.run()
