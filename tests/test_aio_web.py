@@ -8,6 +8,7 @@ import gzip
 import logging
 import socket
 import ssl
+import sys
 import threading
 import urllib.error
 import urllib.request
@@ -455,6 +456,14 @@ class TestTLS:
         assert server.metrics_url.startswith("https://127.0.0.1:")
         assert (200, True) == (status, b"hits_total 7.0" in body)
 
+    # Python 3.10's asyncio leaves the transport of a failed TLS handshake
+    # unclosed (its SSL layer was rewritten in 3.11); the warning comes from
+    # the garbage collector, not from promloop.
+    @pytest.mark.filterwarnings(
+        "ignore::pytest.PytestUnraisableExceptionWarning"
+        if sys.version_info < (3, 11)
+        else "error::pytest.PytestUnraisableExceptionWarning"
+    )
     def test_client_certificates(self, registry, hits, tls):
         """A context that requires client certificates turns away clients without one."""
         ca, _, _ = tls

@@ -152,7 +152,7 @@ class TestGzipAccepted:
 class TestSharedRenders:
     def test_joins_a_render_that_has_not_started(self):
         """Scrapes of one view arriving before the render starts share it."""
-        renders = SharedRenders()
+        renders = SharedRenders(gather=0)
         queued = []
         calls = []
 
@@ -171,7 +171,7 @@ class TestSharedRenders:
 
     def test_never_joins_a_started_render(self):
         """A scrape arriving while a render reads the registry gets a fresh render."""
-        renders = SharedRenders()
+        renders = SharedRenders(gather=0)
         queued = []
 
         first = renders.submit("view", lambda: Reply(200, (), b"1"), queued.append)
@@ -183,7 +183,7 @@ class TestSharedRenders:
 
     def test_views_are_separate(self):
         """Different views (format, filter, compression) never share."""
-        renders = SharedRenders()
+        renders = SharedRenders(gather=0)
         queued = []
 
         assert renders.submit("a", lambda: None, queued.append) is not renders.submit(
@@ -192,7 +192,7 @@ class TestSharedRenders:
 
     def test_failure_reaches_every_waiter(self):
         """A render that raises fails every scrape that shared it."""
-        renders = SharedRenders()
+        renders = SharedRenders(gather=0)
         queued = []
 
         def broken():
@@ -208,7 +208,7 @@ class TestSharedRenders:
 
     def test_spawn_failure(self):
         """If the work cannot be spawned, the error is raised and the view stays usable."""
-        renders = SharedRenders()
+        renders = SharedRenders(gather=0)
 
         def refuse(work):
             raise RuntimeError("executor shut down")
@@ -220,7 +220,7 @@ class TestSharedRenders:
 
     def test_spawn_failure_after_running(self):
         """A spawn that ran the work and then raised leaves the view usable too."""
-        renders = SharedRenders()
+        renders = SharedRenders(gather=0)
 
         def run_then_refuse(work):
             work()
@@ -233,7 +233,7 @@ class TestSharedRenders:
 
     def test_waiter_cannot_cancel_the_shared_render(self):
         """Cancelling one waiter's future does not cancel the render the others wait for."""
-        renders = SharedRenders()
+        renders = SharedRenders(gather=0)
         queued = []
 
         future = renders.submit("view", lambda: Reply(200, (), b"x"), queued.append)
@@ -241,6 +241,22 @@ class TestSharedRenders:
         assert not future.cancel()
         queued[0]()
         assert b"x" == future.result().body
+
+    def test_gathers_before_reading(self):
+        """A render waits before it reads, so that scrapes arriving with it can join."""
+        renders = SharedRenders(gather=0.5)  # ample: the test must not race
+        started = threading.Event()
+
+        def spawn(work):
+            threading.Thread(target=work).start()
+            started.set()
+
+        first = renders.submit("view", lambda: Reply(200, (), b"shared"), spawn)
+        started.wait()
+        second = renders.submit("view", lambda: Reply(200, (), b"other"), spawn)
+
+        assert first is second
+        assert b"shared" == second.result(timeout=10).body
 
     def test_concurrent_scrapes_see_changes(self):
         """Under real threads, every scrape reflects the changes made before it started."""
