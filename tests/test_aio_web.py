@@ -196,6 +196,42 @@ class TestMakeHandler:
         assert 1 == len(threads)
         assert loop_thread != threads[0]
 
+    def test_client_gone_mid_render(self, registry, hits):
+        """A client that disconnects mid-render fails no one: the next scrape gets its answer."""
+        release = threading.Event()
+        entered = threading.Event()
+
+        class Slow:
+            def collect(self):
+                entered.set()
+                release.wait(10)
+                return []
+
+        registry.register(Slow())
+
+        async def main():
+            app = web.Application()
+            app.router.add_get("/metrics", make_handler(registry))
+            runner, base = await serve_app(app)
+            try:
+                impatient = asyncio.ensure_future(fetch(f"{base}/metrics"))
+                await asyncio.get_running_loop().run_in_executor(None, entered.wait, 10)
+                impatient.cancel()  # the client hangs up while the registry is being read
+                with contextlib.suppress(asyncio.CancelledError):
+                    await impatient
+                patient = asyncio.ensure_future(fetch(f"{base}/metrics"))
+                await asyncio.sleep(0.1)
+                release.set()
+                return await patient
+            finally:
+                release.set()
+                await runner.cleanup()
+
+        status, _, body = run(main())
+
+        assert 200 == status
+        assert b"hits_total 7.0" in body
+
     def test_invalid_arguments(self):
         """Bad registry= or auth= fail when the handler is made, not on the first scrape."""
         with pytest.raises(TypeError, match="registry="):
