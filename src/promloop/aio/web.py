@@ -139,7 +139,7 @@ def _listening_sockets(addr: str, port: int) -> list[socket_module.socket]:
     port the first one got.
     """
     if addr == "":
-        return [_dual_stack_socket(port)]
+        return [_listening(_dual_stack_socket(port))]
     infos = socket_module.getaddrinfo(
         addr, port, type=socket_module.SOCK_STREAM, flags=socket_module.AI_PASSIVE
     )
@@ -149,18 +149,24 @@ def _listening_sockets(addr: str, port: int) -> list[socket_module.socket]:
             if sockets:  # the others follow the first one's port
                 address = (address[0], sockets[0].getsockname()[1], *address[2:])  # noqa: PLW2901
             sockets.append(_bound(family, kind, proto, address))
+        return [_listening(sock) for sock in sockets]
     except BaseException:
         for sock in sockets:
             sock.close()
         raise
-    return sockets
 
 
 def _dual_stack_socket(port: int) -> socket_module.socket:
+    """Bind (without listening) a socket for every interface, IPv6 and IPv4."""
     if socket_module.has_dualstack_ipv6():
         sock = _bound(socket_module.AF_INET6, socket_module.SOCK_STREAM, 0, ("::", port), True)
     else:  # pragma: no cover -- a host without IPv6
         sock = _bound(socket_module.AF_INET, socket_module.SOCK_STREAM, 0, ("0.0.0.0", port))  # noqa: S104
+    return sock
+
+
+def _listening(sock: socket_module.socket) -> socket_module.socket:
+    sock.listen(128)
     return sock
 
 
@@ -173,7 +179,6 @@ def _bound(
         if family == socket_module.AF_INET6:
             sock.setsockopt(socket_module.IPPROTO_IPV6, socket_module.IPV6_V6ONLY, not dual_stack)
         sock.bind(address)
-        sock.listen(128)
         sock.setblocking(False)
     except OSError as error:
         sock.close()
