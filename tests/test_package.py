@@ -77,6 +77,12 @@ class TestExports:
         for name in web.__all__:
             assert getattr(web, name).__doc__
 
+    def test_aio_sd_all(self):
+        """promloop.aio.sd exports its two registrars."""
+        sd = pytest.importorskip("promloop.aio.sd")
+
+        assert ["ConsulAgent", "FileSD"] == sd.__all__
+
     def test_tx_web_all(self):
         """promloop.tx.web exports MetricsResource."""
         web = pytest.importorskip("promloop.tx.web")
@@ -157,6 +163,7 @@ class TestMissingExtras:
             ("import promloop.tx.web", "twisted"),
             ("import promloop.aio.web", "aiohttp"),
             ("import promloop; promloop.aio.web", "aiohttp"),
+            ("import promloop.aio.sd", "aiohttp"),
         ],
     )
     def test_import_error_names_extra(self, code, blocked):
@@ -165,7 +172,8 @@ class TestMissingExtras:
 
         assert 0 != result.returncode
         assert "ModuleNotFoundError: " in result.stderr
-        assert f"pip install 'promloop[{blocked}]'" in result.stderr
+        extra = "consul" if "sd" in code else blocked
+        assert f"pip install 'promloop[{extra}]'" in result.stderr
 
     def test_import_extra(self, monkeypatch):
         """import_extra's message names the package, the extra and who needs it."""

@@ -19,6 +19,7 @@ from twisted.web.resource import Resource
 import promloop
 
 from promloop import BasicAuth, BearerToken, aio, tx
+from promloop.aio.sd import ConsulAgent, FileSD
 from promloop.aio.web import (
     MetricsHTTPServer,
     Socket,
@@ -36,6 +37,7 @@ from promloop.types import (
     InProgressGauge,
     LabelsFactory,
     Observer,
+    ServiceDiscovery,
 )
 
 
@@ -211,3 +213,30 @@ def use_tx_web() -> Resource:
     private: Resource = MetricsResource(CollectorRegistry(), auth=BearerToken("t"))
     MetricsResource(auth=("user", "pw"))  # type: ignore[arg-type]
     return private if private.isLeaf else MetricsResource()
+
+
+# --- service discovery: promloop.aio.sd -------------------------------------------
+
+
+async def use_sd() -> None:
+    consul: ServiceDiscovery = ConsulAgent(
+        name="billing-metrics",
+        service_id=None,
+        tags=("payments",),
+        token=None,
+        deregister=True,
+        agent_url="http://127.0.0.1:8500",
+        meta={"team": "payments"},
+        address="10.0.0.7",
+        check_interval="10s",
+        check_timeout="2s",
+        deregister_critical_after="1m",
+        keep_registered=True,
+    )
+    file_sd: ServiceDiscovery = FileSD("/run/targets", labels={"env": "prod"}, filename="me.json")
+    server = await start_http_server(service_discovery=consul)
+    await start_http_server(service_discovery=file_sd)
+    await server.close()
+
+    ConsulAgent(tags="payments")  # type: ignore[arg-type]
+    FileSD("/run/targets", labels={"env": 1})  # type: ignore[dict-item]

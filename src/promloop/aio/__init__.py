@@ -1,8 +1,9 @@
 """asyncio: instrumentation wrappers, and (with aiohttp) exposition.
 
-The wrappers need only the standard library.  :mod:`promloop.aio.web` needs
-aiohttp (``pip install 'promloop[aiohttp]'``); it loads on first use, as
-``promloop.aio.web`` or ``import promloop.aio.web``.
+The wrappers need only the standard library.  :mod:`promloop.aio.web` and
+:mod:`promloop.aio.sd` need aiohttp (``pip install 'promloop[aiohttp]'``, or
+``'promloop[consul]'``); they load on first use, as ``promloop.aio.web`` or
+``import promloop.aio.web``.
 """
 
 from __future__ import annotations
@@ -15,14 +16,14 @@ from ._decorators import count_exceptions, time, track_inprogress
 
 
 if TYPE_CHECKING:
-    from . import web  # noqa: F401  # pyright: ignore[reportUnusedImport]
+    from . import sd, web  # noqa: F401  # pyright: ignore[reportUnusedImport]
 
 
 # The aiohttp-based modules are left out, so that `from promloop.aio import *`
 # works without aiohttp.
 __all__ = ["count_exceptions", "time", "track_inprogress"]
 
-_LAZY_SUBMODULES = frozenset({"web"})
+_LAZY_SUBMODULES = frozenset({"sd", "web"})
 
 
 def __getattr__(name: str) -> Any:
