@@ -163,6 +163,43 @@ class Prometheus:
 
 
 @contextlib.contextmanager
+def victoria_metrics(tmp_path: Path, scrape_configs: list[dict[str, Any]]) -> Iterator[Prometheus]:
+    """Run Debian's VictoriaMetrics, scraping with *scrape_configs* every second.
+
+    It reads Prometheus's scrape configuration (including ``consul_sd_configs``,
+    which Debian's Prometheus is built without) and answers the same
+    ``/api/v1/targets`` and ``/api/v1/query``.
+    """
+    binary = require_binary("victoria-metrics")
+    config = tmp_path / "scrape.yml"
+    config.write_text(
+        json.dumps({"global": {"scrape_interval": "1s"}, "scrape_configs": scrape_configs})
+    )
+    port = free_port()
+    command = [
+        binary,
+        f"-promscrape.config={config}",
+        f"-httpListenAddr=127.0.0.1:{port}",
+        f"-storageDataPath={tmp_path / 'vm-data'}",
+        "-promscrape.consulSDCheckInterval=1s",
+        "-search.latencyOffset=0s",
+        "-search.disableCache",
+        "-loggerLevel=ERROR",
+    ]
+    with running(command) as process:
+        url = f"http://127.0.0.1:{port}"
+
+        def ready() -> bool:
+            if process.poll() is not None:
+                _, stderr = process.communicate()
+                pytest.fail(f"victoria-metrics exited with {process.returncode}:\n{stderr}")
+            return http_get(f"{url}/health")[0] == 200
+
+        wait_for(ready, timeout=60, what="victoria-metrics to be ready")
+        yield Prometheus(url)
+
+
+@contextlib.contextmanager
 def prometheus(tmp_path: Path, scrape_configs: list[dict[str, Any]]) -> Iterator[Prometheus]:
     """Run Debian's Prometheus with *scrape_configs*, scraping every second."""
     binary = require_binary("prometheus")

@@ -1,11 +1,13 @@
 """An asyncio app for the end-to-end tests: decorated coroutines and the in-loop server.
 
-It handles a few simulated requests, starts promloop's server on 127.0.0.1,
-announces the server as one line of JSON, and serves until it is stopped.
+It handles a few simulated requests, starts promloop's server on 127.0.0.1
+(registered with FileSD or Consul when asked), announces the server as one
+line of JSON, and serves until it is stopped.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -14,6 +16,7 @@ import signal
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from promloop import aio
+from promloop.aio.sd import ConsulAgent, FileSD
 from promloop.aio.web import start_http_server
 
 
@@ -36,12 +39,19 @@ async def handle(route: str) -> str:
     return route
 
 
-async def main() -> None:
+async def main(options: argparse.Namespace) -> None:
     for route in ("/a", "/a", "/b", "/fail"):
         with contextlib.suppress(RuntimeError):
             await handle(route)
 
-    server = await start_http_server(addr="127.0.0.1", registry=registry)
+    discovery: FileSD | ConsulAgent | None = None
+    if options.file_sd:
+        discovery = FileSD(options.file_sd, labels={"app": "aio", "worker": options.worker})
+    elif options.consul:
+        discovery = ConsulAgent(name="e2e-metrics", agent_url=options.consul, check_interval="1s")
+    server = await start_http_server(
+        addr="127.0.0.1", registry=registry, service_discovery=discovery
+    )
     print(json.dumps({"metrics_url": server.metrics_url, "port": server.socket.port}), flush=True)
 
     stop = asyncio.Event()
@@ -51,4 +61,8 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--file-sd", help="register with FileSD in this directory")
+    parser.add_argument("--consul", help="register with the Consul agent at this URL")
+    parser.add_argument("--worker", default="0", help="the worker label for FileSD")
+    asyncio.run(main(parser.parse_args()))
