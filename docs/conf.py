@@ -67,6 +67,8 @@ nitpick_ignore = [
     ("py:class", "web.Request"),
     ("py:class", "web.Response"),
     ("py:class", "ssl.SSLContext"),
+    ("py:class", "os.PathLike"),
+    ("py:exc", "aiohttp.ClientError"),
     ("py:class", "Request"),
     # Python's standard library: the aliases LabelsFactory, ExemplarFactory and
     # Deregisterer expand to these, and the type variables R and C are bound
