@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import re
+import socket
 import threading
 
 from typing import Any
@@ -41,6 +42,7 @@ class FakeConsul:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
+        self._reservation: socket.socket | None = None
 
     # --- control, from the test's thread --------------------------------------
 
@@ -50,6 +52,14 @@ class FakeConsul:
 
     def start(self) -> FakeConsul:
         """Listen (again, on the same port once it has one)."""
+        if self._reservation is None:
+            # A bound socket that never listens keeps the port while the agent
+            # is down: connections are refused, and no other test's server
+            # can take the port and stop the agent from coming back.
+            self._reservation = socket.socket()
+            self._reservation.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            self._reservation.bind(("127.0.0.1", 0))
+            self.port = self._reservation.getsockname()[1]
         started = threading.Event()
         self._loop = asyncio.new_event_loop()
 
@@ -68,9 +78,8 @@ class FakeConsul:
                 app, access_log=None, handle_signals=False, shutdown_timeout=0.1
             )
             await self._runner.setup()
-            site = web.TCPSite(self._runner, "127.0.0.1", self.port or 0, reuse_address=True)
+            site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_port=True)
             await site.start()
-            self.port = self._runner.addresses[0][1]
             started.set()
 
         def run() -> None:
@@ -92,6 +101,13 @@ class FakeConsul:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
             self._loop = self._thread = None
+
+    def close(self) -> None:
+        """Stop, and give the port back."""
+        self.stop()
+        if self._reservation is not None:
+            self._reservation.close()
+            self._reservation = None
 
     def forget_all(self) -> None:
         """Forget every service, as an agent restarted without its data does."""

@@ -73,7 +73,7 @@ class TestConsulWithVictoriaMetrics:
                 [target] = server.wait_until_up(1)
                 failures = server.value('e2e_request_failures_total{job="consul"}')
         finally:
-            consul.stop()
+            consul.close()
 
         assert f"127.0.0.1:{registered['port']}" == target["labels"]["instance"]
         assert f"e2e-metrics-127.0.0.1-{registered['port']}" == target["labels"]["service_id"]

@@ -36,7 +36,7 @@ class StandIn:
 def consul():
     fake = FakeConsul().start()
     yield fake
-    fake.stop()
+    fake.close()
 
 
 def port_is_free(port: int) -> bool:
@@ -134,6 +134,12 @@ class TestFileSD:
         with pytest.raises(error, match="FileSD"):
             FileSD(tmp_path, **kwargs)
 
+    def test_repr(self, tmp_path):
+        """The repr names the directory and the labels."""
+        assert f"FileSD({str(tmp_path)!r}, labels={{'a': 'b'}})" == repr(
+            FileSD(tmp_path, labels={"a": "b"})
+        )
+
     def test_with_a_server(self, tmp_path):
         """start_http_server registers the file and removes it on close."""
 
@@ -225,7 +231,7 @@ class TestConsulAgent:
             with caplog.at_level(logging.DEBUG):
                 run(main())
         finally:
-            fake.stop()
+            fake.close()
 
         assert 2 == len(fake.requests)
         for _, path, headers, _ in fake.requests:
@@ -249,7 +255,7 @@ class TestConsulAgent:
             with caplog.at_level(logging.WARNING, logger="promloop"):
                 registered = run(main())
         finally:
-            fake.stop()
+            fake.close()
 
         assert not registered
         assert "HTTP 403: ACL not found" in caplog.text
@@ -317,6 +323,40 @@ class TestConsulAgent:
         assert port_is_free(server.socket.port)
         assert not server.is_registered
 
+    def test_one_session_per_agent(self, consul):
+        """Two servers registered by one agent object share its session, closed after both."""
+        agent = ConsulAgent(agent_url=consul.url)
+
+        async def main():
+            first = await start_http_server(addr="127.0.0.1", service_discovery=agent)
+            second = await start_http_server(addr="127.0.0.1", service_discovery=agent)
+            session = agent._session
+            await first.close()
+            still_open = not session.closed
+            await second.close()
+            return session, still_open
+
+        session, still_open = run(main())
+
+        assert still_open
+        assert session.closed
+        assert {} == consul.services
+
+    def test_refused_deregistration_is_logged(self, consul, caplog):
+        """An agent that refuses the deregistration (it forgot the service) is logged."""
+
+        async def main():
+            server = await start_http_server(
+                addr="127.0.0.1",
+                service_discovery=ConsulAgent(agent_url=consul.url, service_id="gone"),
+            )
+            consul.forget_all()
+            await server.close()
+
+        with caplog.at_level(logging.WARNING, logger="promloop"):
+            run(main())
+        assert "refused to deregister service 'gone': HTTP 404" in caplog.text
+
     @pytest.mark.parametrize(
         ("given", "expected"),
         [
@@ -365,13 +405,16 @@ class TestKeepRegistered:
         assert consul.registered("kept") is None  # deregistered on close
 
     def test_reregisters_after_agent_forgets(self, consul):
-        """When the agent no longer lists the service, it is registered again."""
+        """A listed service is left alone; one the agent no longer lists is registered again."""
 
         async def main():
             agent = ConsulAgent(agent_url=consul.url, service_id="kept", keep_registered=True)
             server = await start_http_server(addr="127.0.0.1", service_discovery=agent)
             while consul.registered("kept") is None:
                 await asyncio.sleep(0.05)
+            await asyncio.sleep(5.5)  # one check of the service list: still listed
+            registrations = [r for r in consul.requests if r[1] == "/v1/agent/service/register"]
+            assert 1 == len(registrations)  # nothing registered needlessly
             consul.forget_all()
             forgotten = time.monotonic()
             while consul.registered("kept") is None:
@@ -381,6 +424,32 @@ class TestKeepRegistered:
             return again_after
 
         assert run(main()) < 7  # the service list is checked at least every 5 s
+
+    def test_refused_then_accepted(self, caplog):
+        """A refusing agent is asked again until it accepts."""
+        fake = FakeConsul(token="right").start()
+        try:
+
+            async def main():
+                agent = ConsulAgent(
+                    agent_url=fake.url, token="right", service_id="kept", keep_registered=True
+                )
+                fake.fail_status = 503
+                server = await start_http_server(addr="127.0.0.1", service_discovery=agent)
+                await asyncio.sleep(1.5)
+                fake.fail_status = None
+                deadline = time.monotonic() + 10
+                while fake.registered("kept") is None and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+                registered = fake.registered("kept") is not None
+                await server.close()
+                return registered
+
+            with caplog.at_level(logging.WARNING, logger="promloop"):
+                assert run(main())
+        finally:
+            fake.close()
+        assert "HTTP 503" in caplog.text
 
     def test_flapping_agent(self, consul):
         """An agent that goes down and up again ends with the service registered."""
