@@ -186,17 +186,8 @@ def victoria_metrics(tmp_path: Path, scrape_configs: list[dict[str, Any]]) -> It
         "-search.disableCache",
         "-loggerLevel=ERROR",
     ]
-    with running(command) as process:
-        url = f"http://127.0.0.1:{port}"
-
-        def ready() -> bool:
-            if process.poll() is not None:
-                _, stderr = process.communicate()
-                pytest.fail(f"victoria-metrics exited with {process.returncode}:\n{stderr}")
-            return http_get(f"{url}/health")[0] == 200
-
-        wait_for(ready, timeout=60, what="victoria-metrics to be ready")
-        yield Prometheus(url)
+    with _serving(command, port, "/health") as server:
+        yield server
 
 
 @contextlib.contextmanager
@@ -221,14 +212,22 @@ def prometheus(tmp_path: Path, scrape_configs: list[dict[str, Any]]) -> Iterator
         f"--web.listen-address=127.0.0.1:{port}",
         "--log.level=warn",
     ]
+    with _serving(command, port, "/-/ready") as server:
+        yield server
+
+
+@contextlib.contextmanager
+def _serving(command: list[str], port: int, ready_path: str) -> Iterator[Prometheus]:
+    """Run a Prometheus-compatible server until the block ends, once it answers *ready_path*."""
+    name = Path(command[0]).name
     with running(command) as process:
         url = f"http://127.0.0.1:{port}"
 
         def ready() -> bool:
             if process.poll() is not None:
                 _, stderr = process.communicate()
-                pytest.fail(f"prometheus exited with {process.returncode}:\n{stderr}")
-            return http_get(f"{url}/-/ready")[0] == 200
+                pytest.fail(f"{name} exited with {process.returncode}:\n{stderr}")
+            return http_get(f"{url}{ready_path}")[0] == 200
 
-        wait_for(ready, timeout=60, what="prometheus to be ready")
+        wait_for(ready, timeout=60, what=f"{name} to be ready")
         yield Prometheus(url)

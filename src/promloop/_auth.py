@@ -10,6 +10,12 @@ import hmac
 __all__ = ["BasicAuth", "BearerToken"]
 
 
+def _credentials(authorization: str | None, scheme: str) -> str | None:
+    """Return what follows *scheme* in an ``Authorization`` value, or None for another scheme."""
+    given_scheme, _, credentials = (authorization or "").strip().partition(" ")
+    return credentials.strip() if given_scheme.lower() == scheme.lower() else None
+
+
 class BasicAuth:
     """Require HTTP basic authentication with one username and password.
 
@@ -52,11 +58,11 @@ class BasicAuth:
 
         The comparison takes the same time wherever the credentials differ.
         """
-        scheme, _, credentials = (authorization or "").strip().partition(" ")
-        if scheme.lower() != "basic":
+        credentials = _credentials(authorization, self.scheme)
+        if credentials is None:
             return False
         try:
-            given = base64.b64decode(credentials.strip(), validate=True)
+            given = base64.b64decode(credentials, validate=True)
         except (binascii.Error, ValueError):
             return False
         return hmac.compare_digest(given, self._expected)
@@ -100,7 +106,5 @@ class BearerToken:
 
         The comparison takes the same time wherever the tokens differ.
         """
-        scheme, _, token = (authorization or "").strip().partition(" ")
-        if scheme.lower() != "bearer":
-            return False
-        return hmac.compare_digest(token.strip().encode(), self._expected)
+        token = _credentials(authorization, self.scheme)
+        return token is not None and hmac.compare_digest(token.encode(), self._expected)
