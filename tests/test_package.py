@@ -26,7 +26,16 @@ class TestExports:
         ("module", "expected"),
         [
             (promloop, ["BasicAuth", "BearerToken", "__version__", "aio"]),
-            (promloop.aio, ["count_exceptions", "time", "track_inprogress"]),
+            (
+                promloop.aio,
+                [
+                    "EventLoopMonitor",
+                    "count_exceptions",
+                    "monitor_event_loop",
+                    "time",
+                    "track_inprogress",
+                ],
+            ),
             (
                 promloop.types,
                 [
@@ -59,7 +68,13 @@ class TestExports:
         """promloop.tx exports the three wrappers."""
         tx = pytest.importorskip("promloop.tx")
 
-        assert ["count_exceptions", "time", "track_inprogress"] == tx.__all__
+        assert [
+            "ReactorMonitor",
+            "count_exceptions",
+            "monitor_reactor",
+            "time",
+            "track_inprogress",
+        ] == tx.__all__
 
     def test_aio_web_all(self):
         """promloop.aio.web exports its handlers, servers and their types."""

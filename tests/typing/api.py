@@ -240,3 +240,16 @@ async def use_sd() -> None:
 
     ConsulAgent(tags="payments")  # type: ignore[arg-type]
     FileSD("/run/targets", labels={"env": 1})  # type: ignore[dict-item]
+
+
+# --- loop and reactor health ------------------------------------------------------
+
+
+async def use_monitors() -> None:
+    monitor: aio.EventLoopMonitor = aio.monitor_event_loop(registry=CollectorRegistry())
+    running: bool = monitor.running
+    monitor.stop()
+    reactor_monitor: tx.ReactorMonitor = tx.monitor_reactor(interval=0.5)
+    reactor_monitor.stop()
+    print(running)
+    aio.monitor_event_loop(interval="fast")  # type: ignore[arg-type]

@@ -13,6 +13,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._decorators import count_exceptions, time, track_inprogress
+from ._monitor import EventLoopMonitor, monitor_event_loop
 
 
 if TYPE_CHECKING:
@@ -21,7 +22,13 @@ if TYPE_CHECKING:
 
 # The aiohttp-based modules are left out, so that `from promloop.aio import *`
 # works without aiohttp.
-__all__ = ["count_exceptions", "time", "track_inprogress"]
+__all__ = [
+    "EventLoopMonitor",
+    "count_exceptions",
+    "monitor_event_loop",
+    "time",
+    "track_inprogress",
+]
 
 _LAZY_SUBMODULES = frozenset({"sd", "web"})
 
