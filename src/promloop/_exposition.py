@@ -292,23 +292,28 @@ class Exposition:
             names: The ``name[]`` query values; empty means every metric.
             spawn: Runs a function in a worker thread.
         """
-        if self.auth is not None and not self.auth.accepts(authorization):
-            return _done(
-                Reply(
-                    401,
-                    (
-                        ("WWW-Authenticate", self.auth.challenge()),
-                        ("Content-Type", "text/plain; charset=utf-8"),
-                    ),
-                    b"401 Unauthorized: valid credentials are required to read these metrics.\n",
-                )
-            )
+        refusal = self.refusal(authorization)
+        if refusal is not None:
+            return _done(refusal)
         view = (
             negotiate(accept),
             frozenset(names),
             not self.disable_compression and gzip_accepted(accept_encoding),
         )
         return self._renders.submit(view, lambda: self._render(*view), spawn)
+
+    def refusal(self, authorization: str | None) -> Reply | None:
+        """Return the 401 answer for a request without valid credentials, else None."""
+        if self.auth is None or self.auth.accepts(authorization):
+            return None
+        return Reply(
+            401,
+            (
+                ("WWW-Authenticate", self.auth.challenge()),
+                ("Content-Type", "text/plain; charset=utf-8"),
+            ),
+            b"401 Unauthorized: valid credentials are required to read these metrics.\n",
+        )
 
     def _render(self, fmt: Format, names: frozenset[str], compress: bool) -> Reply:
         source = self.registry

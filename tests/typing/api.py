@@ -253,3 +253,15 @@ async def use_monitors() -> None:
     reactor_monitor.stop()
     print(running)
     aio.monitor_event_loop(interval="fast")  # type: ignore[arg-type]
+
+
+async def refresh_gauges() -> None:
+    pass
+
+
+async def use_before_scrape() -> None:
+    make_handler(before_scrape=[refresh_gauges], before_scrape_timeout=2.0)
+    server = await start_http_server(before_scrape=(refresh_gauges,))
+    await server.close()
+    start_http_server_in_thread(before_scrape=[refresh_gauges]).close()
+    make_handler(before_scrape=[42])  # type: ignore[list-item]

@@ -16,7 +16,7 @@ import queue
 import socket as socket_module
 import threading
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .._optional import import_extra
@@ -27,6 +27,7 @@ import_extra("aiohttp", "aiohttp", needed_by=__name__)
 from aiohttp import web  # noqa: E402
 
 from .._exposition import Exposition, Reply  # noqa: E402
+from ._hooks import BeforeScrape  # noqa: E402
 
 
 if TYPE_CHECKING:
@@ -62,6 +63,8 @@ def make_handler(
     *,
     auth: BasicAuth | BearerToken | None = None,
     disable_compression: bool = False,
+    before_scrape: Sequence[Callable[[], Awaitable[object]]] = (),
+    before_scrape_timeout: float = 5.0,
 ) -> Callable[[web.Request], Awaitable[web.Response]]:
     """Return an aiohttp handler that serves *registry*'s metrics.
 
@@ -75,18 +78,30 @@ def make_handler(
         auth: A :class:`promloop.BasicAuth` or :class:`promloop.BearerToken`
             that every request must carry; others get 401.
         disable_compression: Never gzip the answer.
+        before_scrape: Coroutine functions, taking no arguments, awaited
+            concurrently before each (authorised) scrape, so that gauges can
+            be refreshed from async I/O.  One that raises or takes longer
+            than *before_scrape_timeout* seconds (it is then cancelled) is
+            logged at WARNING and counted in
+            ``promloop_before_scrape_failures_total{hook="..."}``; the scrape
+            answers with the values as they are.
+        before_scrape_timeout: Seconds each hook may take.
 
     Raises:
-        TypeError: *registry* has no ``collect()``, or *auth* is not one of
-            promloop's credential types.
+        TypeError: *registry* has no ``collect()``, *auth* is not one of
+            promloop's credential types, or a hook is not callable.
+        ValueError: *before_scrape_timeout* is not positive.
 
     .. versionadded:: 26.0.0
     """
     exposition = Exposition(registry, auth=auth, disable_compression=disable_compression)
+    hooks = BeforeScrape(before_scrape, before_scrape_timeout, registry) if before_scrape else None
 
     async def metrics(request: web.Request) -> web.Response:
         loop = asyncio.get_running_loop()
         headers = request.headers
+        if hooks is not None and exposition.refusal(headers.get("Authorization")) is None:
+            await hooks.run()
         rendering = exposition.scrape(
             authorization=headers.get("Authorization"),
             accept=headers.get("Accept"),
@@ -264,6 +279,8 @@ async def start_http_server(
     registry: Any = None,
     path: str = "/metrics",
     auth: BasicAuth | BearerToken | None = None,
+    before_scrape: Sequence[Callable[[], Awaitable[object]]] = (),
+    before_scrape_timeout: float = 5.0,
 ) -> MetricsHTTPServer:
     """Start serving metrics over HTTP(S) in the running event loop.
 
@@ -282,6 +299,9 @@ async def start_http_server(
         path: Where the metrics are served; it must start with ``/`` and not
             be ``/`` itself.
         auth: Credentials every metrics request must carry.
+        before_scrape: Coroutine functions awaited before each scrape; see
+            :func:`make_handler`.
+        before_scrape_timeout: Seconds each of them may take.
 
     Returns:
         The running server.
@@ -298,7 +318,12 @@ async def start_http_server(
     if not path.startswith("/") or path == "/":
         msg = f"path= must start with '/' and not be '/' itself, not {path!r}."
         raise ValueError(msg)
-    handler = make_handler(registry, auth=auth)
+    handler = make_handler(
+        registry,
+        auth=auth,
+        before_scrape=before_scrape,
+        before_scrape_timeout=before_scrape_timeout,
+    )
 
     app = web.Application()
     app.router.add_get("/", _root_page(path))
@@ -400,11 +425,14 @@ def start_http_server_in_thread(
     registry: Any = None,
     path: str = "/metrics",
     auth: BasicAuth | BearerToken | None = None,
+    before_scrape: Sequence[Callable[[], Awaitable[object]]] = (),
+    before_scrape_timeout: float = 5.0,
 ) -> ThreadedMetricsHTTPServer:
     """Start a metrics server with an event loop of its own, in a daemon thread.
 
     For synchronous applications: no asyncio needed.  The arguments are
-    those of :func:`start_http_server`.
+    those of :func:`start_http_server`; *before_scrape* hooks run in the
+    server's own event loop, in its thread.
 
     Returns:
         The running server.
@@ -430,6 +458,8 @@ def start_http_server_in_thread(
                 registry=registry,
                 path=path,
                 auth=auth,
+                before_scrape=before_scrape,
+                before_scrape_timeout=before_scrape_timeout,
             )
         except BaseException as error:  # noqa: BLE001 -- handed to the caller
             started.put(error)
