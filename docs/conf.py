@@ -64,6 +64,8 @@ nitpick_ignore = [
     # and promloop.tx.web's signatures.
     ("py:class", "aiohttp.web_request.Request"),
     ("py:class", "aiohttp.web_response.Response"),
+    ("py:class", "aiohttp.web_response.StreamResponse"),
+    ("py:class", "Middleware"),
     ("py:class", "web.Request"),
     ("py:class", "web.Response"),
     ("py:class", "ssl.SSLContext"),

@@ -85,6 +85,7 @@ class TestExports:
             "Socket",
             "ThreadedMetricsHTTPServer",
             "make_handler",
+            "metrics_middleware",
             "server_stats",
             "start_http_server",
             "start_http_server_in_thread",

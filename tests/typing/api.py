@@ -25,6 +25,7 @@ from promloop.aio.web import (
     Socket,
     ThreadedMetricsHTTPServer,
     make_handler,
+    metrics_middleware,
     server_stats,
     start_http_server,
     start_http_server_in_thread,
@@ -265,3 +266,12 @@ async def use_before_scrape() -> None:
     await server.close()
     start_http_server_in_thread(before_scrape=[refresh_gauges]).close()
     make_handler(before_scrape=[42])  # type: ignore[list-item]
+
+
+def use_middleware() -> web.Application:
+    middleware = metrics_middleware(
+        registry=CollectorRegistry(), prefix="api", exclude_paths=("/metrics", "/health")
+    )
+    metrics_middleware(buckets=(0.1, 1.0))
+    metrics_middleware(prefix=42)  # type: ignore[arg-type]
+    return web.Application(middlewares=[middleware])

@@ -28,6 +28,7 @@ from aiohttp import web  # noqa: E402
 
 from .._exposition import Exposition, Reply  # noqa: E402
 from ._hooks import BeforeScrape  # noqa: E402
+from ._middleware import metrics_middleware  # noqa: E402
 
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ __all__ = [
     "Socket",
     "ThreadedMetricsHTTPServer",
     "make_handler",
+    "metrics_middleware",
     "server_stats",
     "start_http_server",
     "start_http_server_in_thread",

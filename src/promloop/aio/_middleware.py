@@ -1,0 +1,187 @@
+"""Request metrics for aiohttp applications: ``metrics_middleware()``."""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+
+from collections.abc import Awaitable, Callable, Sequence
+from time import perf_counter
+from typing import TYPE_CHECKING, Any, Final
+
+from aiohttp import web
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+
+
+if TYPE_CHECKING:
+    from aiohttp.abc import AbstractStreamWriter
+    from aiohttp.typedefs import Middleware
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+UNMATCHED: Final = "<unmatched>"
+"""The route of requests that no route matched (404s): one value, whatever the path."""
+
+CLIENT_GONE: Final = "499"
+"""The status of a request whose client went away, or whose handler was cancelled."""
+
+_METHODS: Final = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"}
+)
+
+# The prefixes in use, per registry: two middlewares must not share metrics.
+_prefixes: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
+
+
+def metrics_middleware(
+    *,
+    registry: Any = None,
+    prefix: str = "http_server",
+    exclude_paths: Sequence[str] = ("/metrics",),
+    buckets: Sequence[float] | None = None,
+) -> Middleware:
+    """Return an aiohttp middleware that measures every request.
+
+    Records ``<prefix>_requests_total{method,route,status}``,
+    ``<prefix>_request_duration_seconds{method,route}`` and
+    ``<prefix>_requests_in_progress{method}``:
+
+    - ``route`` is the matched route's template (``/users/{id}``), never the
+      raw path, so that the number of series stays bounded; requests that no
+      route matched share the route ``<unmatched>``.  ``method`` is the HTTP
+      method, or ``OTHER`` for a method that HTTP does not define.
+    - The duration ends when the response is fully sent -- including a body
+      that aiohttp streams after the handler returned.
+    - A client that goes away before the response is complete, or a
+      cancelled handler, is status ``499``, never ``500``, even if the handler
+      itself returned 200.  An exception is ``500`` (an ``HTTPException`` its
+      own status), and is re-raised untouched.
+    - The in-progress gauge comes down on every way out.
+
+    Use it as ``web.Application(middlewares=[metrics_middleware()])``.
+
+    Args:
+        registry: Where the metrics go; the global ``REGISTRY`` by default.
+        prefix: The metric names' prefix.
+        exclude_paths: Paths not measured (exact matches), such as the
+            metrics endpoint itself.
+        buckets: The duration histogram's buckets; prometheus_client's
+            default if None.
+
+    Raises:
+        ValueError: A middleware with the same *prefix* already records into
+            *registry*, or the registry already has one of these metric names.
+
+    .. versionadded:: 26.0.0
+    """
+    target = REGISTRY if registry is None else registry
+    used = _prefixes.setdefault(target, set())
+    if prefix in used:
+        msg = (
+            f"metrics_middleware(): a middleware with prefix {prefix!r} already records into "
+            f"this registry; give each middleware its own prefix= (or registry=)."
+        )
+        raise ValueError(msg)
+    try:
+        requests = Counter(
+            f"{prefix}_requests",
+            "HTTP requests handled, by method, route template and status.",
+            ["method", "route", "status"],
+            registry=target,
+        )
+        durations = Histogram(
+            f"{prefix}_request_duration_seconds",
+            "Seconds from receiving a request to sending the whole response.",
+            ["method", "route"],
+            registry=target,
+            buckets=Histogram.DEFAULT_BUCKETS if buckets is None else tuple(buckets),
+        )
+        in_progress = Gauge(
+            f"{prefix}_requests_in_progress",
+            "HTTP requests being handled, by method.",
+            ["method"],
+            registry=target,
+        )
+    except ValueError as error:
+        msg = (
+            f"metrics_middleware(): prefix {prefix!r} clashes with the registry's metrics: {error}"
+        )
+        raise ValueError(msg) from error
+    used.add(prefix)
+    excluded = frozenset(exclude_paths)
+
+    @web.middleware
+    async def measure_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path in excluded:
+            return await handler(request)
+
+        method = request.method if request.method in _METHODS else "OTHER"
+        resource = request.match_info.route.resource
+        route = UNMATCHED if resource is None else resource.canonical
+        gauge = in_progress.labels(method)
+        gauge.inc()
+        started = perf_counter()
+        done = False
+
+        def finish(status: str) -> None:
+            nonlocal done
+            if not done:
+                done = True
+                durations.labels(method, route).observe(perf_counter() - started)
+                requests.labels(method, route, status).inc()
+                gauge.dec()
+
+        try:
+            response = await handler(request)
+        except BaseException as error:
+            finish(_status_of_failure(request, error))
+            raise
+        _finish_when_sent(request, response, finish)
+        return response
+
+    return measure_requests
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+def _status_of_failure(request: web.Request, error: BaseException) -> str:
+    if isinstance(error, asyncio.CancelledError) or _client_gone(request):
+        return CLIENT_GONE
+    if isinstance(error, web.HTTPException):
+        return str(error.status)
+    return "500"
+
+
+def _finish_when_sent(
+    request: web.Request, response: web.StreamResponse, finish: Callable[[str], None]
+) -> None:
+    """Call *finish* once aiohttp has sent the whole response (or failed to).
+
+    aiohttp sends a returned response after the middleware returns: it calls
+    ``prepare()`` then ``write_eof()`` on it.  Wrapping both on this one
+    response is the only place where the end of a streamed body is seen.
+    """
+    prepare, write_eof = response.prepare, response.write_eof
+
+    async def prepare_then_note(req: web.BaseRequest) -> AbstractStreamWriter | None:
+        try:
+            return await prepare(req)
+        except BaseException:
+            finish(CLIENT_GONE)
+            raise
+
+    async def write_eof_then_finish(data: bytes = b"") -> None:
+        try:
+            await write_eof(data)
+        except BaseException:
+            finish(CLIENT_GONE)
+            raise
+        finish(CLIENT_GONE if _client_gone(request) else str(response.status))
+
+    # Instance attributes on purpose: only this response is watched.
+    response.prepare = prepare_then_note  # type: ignore[method-assign,assignment]
+    response.write_eof = write_eof_then_finish  # type: ignore[method-assign]
