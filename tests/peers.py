@@ -231,3 +231,20 @@ def _serving(command: list[str], port: int, ready_path: str) -> Iterator[Prometh
 
         wait_for(ready, timeout=60, what=f"{name} to be ready")
         yield Prometheus(url)
+
+
+@contextlib.contextmanager
+def pushgateway(tmp_path: Path) -> Iterator[str]:
+    """Run Debian's Pushgateway on 127.0.0.1; yield its URL."""
+    binary = require_binary("prometheus-pushgateway")
+    port = free_port()
+    command = [
+        binary,
+        f"--web.listen-address=127.0.0.1:{port}",
+        f"--persistence.file={tmp_path / 'pushgateway.data'}",
+        "--log.level=warn",
+    ]
+    with running(command):
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: http_get(f"{url}/-/ready")[0] == 200, timeout=60, what="pushgateway")
+        yield url

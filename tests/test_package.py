@@ -99,6 +99,17 @@ class TestExports:
 
         assert ["ConsulAgent", "FileSD"] == sd.__all__
 
+    def test_aio_push_all(self):
+        """promloop.aio.push exports the three Pushgateway calls and their error."""
+        push = pytest.importorskip("promloop.aio.push")
+
+        assert [
+            "PushgatewayError",
+            "delete_from_gateway",
+            "push_to_gateway",
+            "pushadd_to_gateway",
+        ] == push.__all__
+
     def test_tx_web_all(self):
         """promloop.tx.web exports MetricsResource."""
         web = pytest.importorskip("promloop.tx.web")
@@ -180,6 +191,7 @@ class TestMissingExtras:
             ("import promloop.aio.web", "aiohttp"),
             ("import promloop; promloop.aio.web", "aiohttp"),
             ("import promloop.aio.sd", "aiohttp"),
+            ("import promloop.aio.push", "aiohttp"),
         ],
     )
     def test_import_error_names_extra(self, code, blocked):

@@ -53,6 +53,10 @@ class BasicAuth:
         """Return the ``WWW-Authenticate`` value sent with a 401 answer."""
         return 'Basic realm="metrics", charset="UTF-8"'
 
+    def authorization(self) -> str:
+        """Return the ``Authorization`` value that carries these credentials (as a client)."""
+        return "Basic " + base64.b64encode(self._expected).decode()
+
     def accepts(self, authorization: str | None) -> bool:
         """Tell whether an ``Authorization`` header value carries these credentials.
 
@@ -100,6 +104,10 @@ class BearerToken:
     def challenge(self) -> str:
         """Return the ``WWW-Authenticate`` value sent with a 401 answer."""
         return 'Bearer realm="metrics"'
+
+    def authorization(self) -> str:
+        """Return the ``Authorization`` value that carries this token (as a client)."""
+        return "Bearer " + self._expected.decode()
 
     def accepts(self, authorization: str | None) -> bool:
         """Tell whether an ``Authorization`` header value carries this token.

@@ -19,6 +19,12 @@ from twisted.web.resource import Resource
 import promloop
 
 from promloop import BasicAuth, BearerToken, aio, tx
+from promloop.aio.push import (
+    PushgatewayError,
+    delete_from_gateway,
+    push_to_gateway,
+    pushadd_to_gateway,
+)
 from promloop.aio.sd import ConsulAgent, FileSD
 from promloop.aio.web import (
     MetricsHTTPServer,
@@ -275,3 +281,17 @@ def use_middleware() -> web.Application:
     metrics_middleware(buckets=(0.1, 1.0))
     metrics_middleware(prefix=42)  # type: ignore[arg-type]
     return web.Application(middlewares=[middleware])
+
+
+async def use_push() -> None:
+    registry = CollectorRegistry()
+    await push_to_gateway("pushgateway:9091", "nightly", registry, {"instance": "a/b"})
+    await pushadd_to_gateway(
+        "https://pushgateway.example", "nightly", registry, timeout=5, auth=BearerToken("t")
+    )
+    try:
+        await delete_from_gateway("pushgateway:9091", "nightly", {"instance": "a/b"})
+    except PushgatewayError as error:
+        status: int = error.status
+        print(status, error.body)
+    await push_to_gateway("pushgateway:9091", "nightly")  # type: ignore[call-arg]

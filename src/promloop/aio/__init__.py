@@ -17,7 +17,7 @@ from ._monitor import EventLoopMonitor, monitor_event_loop
 
 
 if TYPE_CHECKING:
-    from . import sd, web  # noqa: F401  # pyright: ignore[reportUnusedImport]
+    from . import push, sd, web  # noqa: F401  # pyright: ignore[reportUnusedImport]
 
 
 # The aiohttp-based modules are left out, so that `from promloop.aio import *`
@@ -30,7 +30,7 @@ __all__ = [
     "track_inprogress",
 ]
 
-_LAZY_SUBMODULES = frozenset({"sd", "web"})
+_LAZY_SUBMODULES = frozenset({"push", "sd", "web"})
 
 
 def __getattr__(name: str) -> Any:
