@@ -111,6 +111,8 @@ def metrics_middleware(
     used.add(prefix)
     excluded = frozenset(exclude_paths)
 
+    children = _Children(requests, durations, in_progress)
+
     @web.middleware
     async def measure_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path in excluded:
@@ -119,7 +121,7 @@ def metrics_middleware(
         method = request.method if request.method in _METHODS else "OTHER"
         resource = request.match_info.route.resource
         route = UNMATCHED if resource is None else resource.canonical
-        gauge = in_progress.labels(method)
+        gauge = children.gauge(method)
         gauge.inc()
         started = perf_counter()
         done = False
@@ -128,8 +130,8 @@ def metrics_middleware(
             nonlocal done
             if not done:
                 done = True
-                durations.labels(method, route).observe(perf_counter() - started)
-                requests.labels(method, route, status).inc()
+                children.duration(method, route).observe(perf_counter() - started)
+                children.requests(method, route, status).inc()
                 gauge.dec()
 
         try:
@@ -141,6 +143,40 @@ def metrics_middleware(
         return response
 
     return measure_requests
+
+
+class _Children:
+    """The metrics' labelled children, made once and then looked up in plain dicts.
+
+    prometheus_client's ``labels()`` validates and locks on every call; the
+    keys here are bounded (methods x route templates x statuses).
+    """
+
+    def __init__(self, requests: Counter, durations: Histogram, in_progress: Gauge) -> None:
+        self._metrics = (requests, durations, in_progress)
+        self._requests: dict[tuple[str, str, str], Any] = {}
+        self._durations: dict[tuple[str, str], Any] = {}
+        self._gauges: dict[str, Any] = {}
+
+    def requests(self, method: str, route: str, status: str) -> Any:
+        child = self._requests.get((method, route, status))
+        if child is None:
+            child = self._requests[method, route, status] = self._metrics[0].labels(
+                method, route, status
+            )
+        return child
+
+    def duration(self, method: str, route: str) -> Any:
+        child = self._durations.get((method, route))
+        if child is None:
+            child = self._durations[method, route] = self._metrics[1].labels(method, route)
+        return child
+
+    def gauge(self, method: str) -> Any:
+        child = self._gauges.get(method)
+        if child is None:
+            child = self._gauges[method] = self._metrics[2].labels(method)
+        return child
 
 
 def _client_gone(request: web.Request) -> bool:
