@@ -60,7 +60,7 @@ class _Transport:
     def is_closing(self) -> bool:
         return False
 
-    def get_extra_info(self, name: str, default: object = None) -> object:
+    def get_extra_info(self, name: str, default: object = None) -> object:  # noqa: ARG002
         return default
 
 
