@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 
 APPS = Path(__file__).parent / "apps"
+EXAMPLES = Path(__file__).parent.parent / "examples"
 LIFETIME = 300  # seconds: the longest any peer may live
 
 
@@ -248,3 +249,16 @@ def pushgateway(tmp_path: Path) -> Iterator[str]:
         url = f"http://127.0.0.1:{port}"
         wait_for(lambda: http_get(f"{url}/-/ready")[0] == 200, timeout=60, what="pushgateway")
         yield url
+
+
+@contextlib.contextmanager
+def example(script: str, *args: str, cwd: Path | None = None) -> Iterator[str]:
+    """Run one of examples/ as a newcomer would; yield the metrics URL it announces."""
+    with running([sys.executable, str(EXAMPLES / script), *args], cwd=cwd) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if "Serving metrics at " in line:
+                yield line.split("Serving metrics at ", 1)[1].split()[0]
+                return
+        _, stderr = process.communicate(timeout=10)
+        pytest.fail(f"{script} exited without serving metrics:\n{stderr}")
