@@ -61,6 +61,16 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def port_is_free(port: int) -> bool:
+    """Tell whether nothing holds *port* on 127.0.0.1 (a closed server freed it)."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def http_get(url: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
     request = urllib.request.Request(url, headers=headers)  # noqa: S310 -- loopback only
     with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310

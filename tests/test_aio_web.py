@@ -35,6 +35,8 @@ from promloop.aio.web import (
     start_http_server_in_thread,
 )
 
+from .peers import port_is_free
+
 
 run = asyncio.run
 PLAIN = {"Accept-Encoding": "identity"}
@@ -63,15 +65,6 @@ async def serve_app(app):
     await site.start()
     port = runner.addresses[0][1]
     return runner, f"http://127.0.0.1:{port}"
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 class _ReportsWildcard(socket.socket):

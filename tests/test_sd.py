@@ -18,6 +18,7 @@ from promloop.aio.sd import ConsulAgent, FileSD, advertised_host
 from promloop.aio.web import Socket, start_http_server
 
 from .fake_consul import FakeConsul
+from .peers import port_is_free
 
 
 run = asyncio.run
@@ -37,15 +38,6 @@ def consul():
     fake = FakeConsul().start()
     yield fake
     fake.close()
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 class TestAdvertisedHost:
