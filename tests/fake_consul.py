@@ -36,6 +36,7 @@ class FakeConsul:
         self.services: dict[str, dict[str, Any]] = {}
         self.requests: list[tuple[str, str, dict[str, str], Any]] = []
         self.fail_status: int | None = None
+        self.garble_next_service_list = False
         self.port: int | None = None
         self._index = 1
         self._changed: asyncio.Condition | None = None
@@ -166,6 +167,9 @@ class FakeConsul:
         refusal = self._check_request(request)
         if refusal is not None:
             return refusal
+        if self.garble_next_service_list:
+            self.garble_next_service_list = False
+            return web.Response(text="{truncated", content_type="application/json")
         return web.json_response({sid: _agent_service(sid, s) for sid, s in self.services.items()})
 
     async def _agent_self(self, request: web.Request) -> web.Response:

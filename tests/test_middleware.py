@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -248,6 +249,66 @@ class TestMetricsMiddleware:
         bucket = "api_request_duration_seconds_bucket"
         assert 1.0 == value(registry, bucket, method="GET", route="/users/{id}", le="7.0")
 
+    def test_server_failure_while_sending_is_500(self, registry):
+        """A response aiohttp cannot send (a bad header) is the server's fault: 500, not 499."""
+
+        async def main():
+            app = web.Application(middlewares=[metrics_middleware(registry=registry)])
+
+            async def bad_header(request):
+                return web.Response(headers={"X-Bad": "a\r\nb"})
+
+            app.router.add_get("/bad", bad_header)
+            runner, base = await serve(app)
+            try:
+                with contextlib.suppress(aiohttp.ClientError):
+                    await get(f"{base}/bad")
+            finally:
+                await runner.cleanup()
+
+        run(main())
+
+        assert 0 < value(
+            registry, "http_server_requests_total", method="GET", route="/bad", status="500"
+        )
+        assert 0.0 == value(registry, "http_server_requests_in_progress", method="GET")
+
+    def test_replaced_response_still_finishes(self, registry):
+        """If an outer middleware answers with another response, the gauge still comes down."""
+
+        @web.middleware
+        async def replace(request, handler):
+            await handler(request)
+            return web.Response(text="replaced")
+
+        async def main():
+            app = application(registry)
+            app.middlewares.insert(0, replace)
+            runner, base = await serve(app)
+            try:
+                return await get(f"{base}/users/1")  # the session closes the connection
+            finally:
+                await runner.cleanup()
+
+        status, body = run(main())
+
+        assert (200, b"replaced") == (status, body)
+        assert 0.0 == value(registry, "http_server_requests_in_progress", method="GET")
+        assert 1.0 == value(
+            registry, "http_server_requests_total", method="GET", route="/users/{id}", status="200"
+        )
+
+    def test_clash_leaves_registry_clean(self, registry):
+        """A refused prefix registers nothing: the same prefix works once the clash is gone."""
+        from prometheus_client import Gauge
+
+        taken = Gauge("p_requests_in_progress", "Taken.", registry=registry)
+        with pytest.raises(ValueError, match="clashes"):
+            metrics_middleware(registry=registry, prefix="p")
+        registry.unregister(taken)
+
+        metrics_middleware(registry=registry, prefix="p")
+
     def test_duplicate_prefix(self, registry):
         """A second middleware with the same prefix and registry is refused up front."""
         metrics_middleware(registry=registry, prefix="api")
@@ -273,9 +334,18 @@ class FakeTransport:
         return self.closing
 
 
+class FakeTask:
+    def __init__(self):
+        self.callbacks = []
+
+    def add_done_callback(self, callback):
+        self.callbacks.append(callback)
+
+
 class FakeRequest:
     def __init__(self, closing=False):
         self.transport = FakeTransport(closing)
+        self.task = FakeTask()
 
 
 class FakeResponse:

@@ -55,6 +55,10 @@ class TestPushToGateway:
     def test_arbitrary_grouping_values_arrive_unchanged(self, gateway):
         """Spaces, +, %, non-ASCII and / in grouping-key values reach the gateway unchanged."""
         value = "a b+c%d/é"
+        run(push_to_gateway(gateway, "nightly", batch_registry(), {"dots": ".."}))
+        dots = pushed(gateway, "batch_processed")
+        run(delete_from_gateway(gateway, "nightly", {"dots": ".."}))
+        assert {(("dots", ".."), ("instance", ""), ("job", "nightly")): 3.0} == dots
 
         run(push_to_gateway(gateway, "nightly", batch_registry(), {"instance": value}))
 
@@ -149,6 +153,8 @@ class TestClientBehaviour:
             ("j", {"a": ""}, "/metrics/job/j/a@base64/="),
             ("j", {"a": "x y"}, "/metrics/job/j/a/x%20y"),
             ("a/b", None, "/metrics/job@base64/YS9i"),
+            ("j", {"k": "."}, "/metrics/job/j/k@base64/Lg=="),
+            ("..", {"k": ".."}, "/metrics/job@base64/Li4=/k@base64/Li4="),
         ],
     )
     def test_paths(self, job, key, path):

@@ -442,6 +442,43 @@ class TestKeepRegistered:
             fake.close()
         assert "HTTP 503" in caplog.text
 
+    def test_survives_a_garbled_answer(self, consul, caplog):
+        """A reply that is not even JSON does not end the background registration."""
+
+        async def main():
+            agent = ConsulAgent(agent_url=consul.url, service_id="kept", keep_registered=True)
+            server = await start_http_server(addr="127.0.0.1", service_discovery=agent)
+            while consul.registered("kept") is None:
+                await asyncio.sleep(0.05)
+            consul.garble_next_service_list = True
+            consul.forget_all()
+            deadline = time.monotonic() + 15
+            while consul.registered("kept") is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            registered = consul.registered("kept") is not None
+            await server.close()
+            return registered
+
+        with caplog.at_level(logging.WARNING, logger="promloop"):
+            assert run(main())
+        assert consul.registered("kept") is None  # deregistered on close
+        assert "JSONDecodeError" in caplog.text or "ContentTypeError" in caplog.text
+
+    def test_never_reached_agent_closes_quietly(self):
+        """A server whose agent never answered closes without trying to deregister."""
+        dead = f"http://127.0.0.1:{_unused_port()}"
+
+        async def main():
+            agent = ConsulAgent(agent_url=dead, keep_registered=True)
+            server = await start_http_server(addr="127.0.0.1", service_discovery=agent)
+            await asyncio.sleep(0.2)
+            await server.close()
+            return server
+
+        server = run(main())
+
+        assert port_is_free(server.socket.port)
+
     def test_flapping_agent(self, consul):
         """An agent that goes down and up again ends with the service registered."""
 

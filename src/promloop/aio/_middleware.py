@@ -59,7 +59,10 @@ def metrics_middleware(
       own status), and is re-raised untouched.
     - The in-progress gauge comes down on every way out.
 
-    Use it as ``web.Application(middlewares=[metrics_middleware()])``.
+    Use it as ``web.Application(middlewares=[metrics_middleware(), ...])``:
+    first, so that it sees the response that is sent.  (Behind a middleware
+    that replaces the response, a request is finished when its connection
+    ends, with the status of the response the handler gave.)
 
     Args:
         registry: Where the metrics go; the global ``REGISTRY`` by default.
@@ -83,6 +86,7 @@ def metrics_middleware(
             f"this registry; give each middleware its own prefix= (or registry=)."
         )
         raise ValueError(msg)
+    created: list[Any] = []
     try:
         requests = Counter(
             f"{prefix}_requests",
@@ -90,6 +94,7 @@ def metrics_middleware(
             ["method", "route", "status"],
             registry=target,
         )
+        created.append(requests)
         durations = Histogram(
             f"{prefix}_request_duration_seconds",
             "Seconds from receiving a request to sending the whole response.",
@@ -97,6 +102,7 @@ def metrics_middleware(
             registry=target,
             buckets=Histogram.DEFAULT_BUCKETS if buckets is None else tuple(buckets),
         )
+        created.append(durations)
         in_progress = Gauge(
             f"{prefix}_requests_in_progress",
             "HTTP requests being handled, by method.",
@@ -104,6 +110,8 @@ def metrics_middleware(
             registry=target,
         )
     except ValueError as error:
+        for metric in created:  # leave the registry as it was
+            target.unregister(metric)
         msg = (
             f"metrics_middleware(): prefix {prefix!r} clashes with the registry's metrics: {error}"
         )
@@ -203,20 +211,32 @@ def _finish_when_sent(
     """
     prepare, write_eof = response.prepare, response.write_eof
 
+    def sending_failed(error: BaseException) -> str:
+        # While sending, a broken connection is the client's; anything else
+        # (a header aiohttp refuses, say) is the server's.
+        if isinstance(error, ConnectionError):
+            return CLIENT_GONE
+        return _status_of_failure(request, error)
+
     async def prepare_then_note(req: web.BaseRequest) -> AbstractStreamWriter | None:
         try:
             return await prepare(req)
-        except BaseException:
-            finish(CLIENT_GONE)
+        except BaseException as error:
+            finish(sending_failed(error))
             raise
 
     async def write_eof_then_finish(data: bytes = b"") -> None:
         try:
             await write_eof(data)
-        except BaseException:
-            finish(CLIENT_GONE)
+        except BaseException as error:
+            finish(sending_failed(error))
             raise
         finish(CLIENT_GONE if _client_gone(request) else str(response.status))
+
+    # If an outer middleware answers with another response, this one is never
+    # sent: the request is still finished (with the status this middleware
+    # saw) at the latest when its connection ends, so the gauge cannot stay up.
+    request.task.add_done_callback(lambda _: finish(str(response.status)))
 
     # Instance attributes on purpose: only this response is watched.
     response.prepare = prepare_then_note  # type: ignore[method-assign,assignment]

@@ -135,8 +135,9 @@ def group_path(job: str, grouping_key: Mapping[str, str] | None) -> str:
 
 
 def _label_segment(name: str, value: str) -> tuple[str, str]:
-    if "/" in value or not value:
-        # The only form that carries "/" (and the empty string: "=").
+    if "/" in value or value in ("", ".", ".."):
+        # The only form that carries "/", the empty string ("="), and the
+        # dot segments that a URL library would resolve away.
         encoded = base64.urlsafe_b64encode(value.encode()).decode() or "="
         return f"{name}@base64", encoded
     return name, quote(value, safe="")

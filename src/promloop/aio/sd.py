@@ -328,11 +328,12 @@ class _Registration:
         self.session = session
         self.keeper: asyncio.Task[None] | None = None
         self.registered = False
+        self.ever_registered = False
 
     async def register_once(self) -> bool:
         async with self.session.put("/v1/agent/service/register", json=self.payload) as reply:
             if reply.ok:
-                self.registered = True
+                self.registered = self.ever_registered = True
                 return True
             await _log_refusal(reply, "register", self.agent.agent_url, self.service_id)
             return False
@@ -356,9 +357,9 @@ class _Registration:
                         _log.info("Registered %r with Consul.", self.service_id)
                 delay = 0.5
                 await asyncio.sleep(5 if self.registered else 1)
-            except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as error:  # noqa: PERF203
+            except Exception as error:  # noqa: BLE001, PERF203 -- keep trying, whatever happened
                 self.registered = False
-                _log.warning("Consul agent %s unreachable: %s", self.agent.agent_url, error)
+                _log.warning("Consul agent %s unreachable: %r", self.agent.agent_url, error)
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311 -- jitter
                 delay = min(delay * 2, 5.0)
 
@@ -369,7 +370,7 @@ class _Registration:
                 self.keeper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self.keeper
-            if self.agent.deregister and (self.registered or self.keeper is not None):
+            if self.agent.deregister and self.ever_registered:
                 path = f"/v1/agent/service/deregister/{quote(self.service_id, safe='')}"
                 async with self.session.put(path) as reply:
                     if not reply.ok:
