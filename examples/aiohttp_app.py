@@ -43,9 +43,10 @@ if __name__ == "__main__":
     parser.add_argument("--port", type=int, default=8080)
     port = parser.parse_args().port
 
-    async def announce(app: web.Application) -> None:
-        print(f"Serving metrics at http://127.0.0.1:{port}/metrics", flush=True)
-
-    app = make_app()
-    app.on_startup.append(announce)
-    web.run_app(app, host="127.0.0.1", port=port, print=None)
+    # run_app calls print= once the socket listens (on_startup would be too early).
+    web.run_app(
+        make_app(),
+        host="127.0.0.1",
+        port=port,
+        print=lambda _: print(f"Serving metrics at http://127.0.0.1:{port}/metrics", flush=True),
+    )
