@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable, Collection, Hashable
 from typing import Any, Final, cast
 
-from prometheus_client import REGISTRY
 from prometheus_client.exposition import (
     CONTENT_TYPE_LATEST,
     CONTENT_TYPE_PLAIN_0_0_4,
@@ -29,6 +28,7 @@ from prometheus_client.exposition import generate_latest as generate_text
 from prometheus_client.openmetrics import exposition as openmetrics_exposition
 
 from ._auth import BasicAuth, BearerToken
+from ._registries import registry_or_default
 
 
 _log = logging.getLogger("promloop")
@@ -261,8 +261,7 @@ class Exposition:
         auth: object = None,  # checked here: untyped callers may pass anything
         disable_compression: bool = False,
     ) -> None:
-        if registry is None:
-            registry = REGISTRY
+        registry = registry_or_default(registry)
         if not callable(getattr(registry, "collect", None)):
             msg = f"registry= must be a CollectorRegistry (or have collect()), not {registry!r}."
             raise TypeError(msg)
@@ -295,6 +294,17 @@ class Exposition:
         refusal = self.refusal(authorization)
         if refusal is not None:
             return _done(refusal)
+        return self.render(accept=accept, accept_encoding=accept_encoding, names=names, spawn=spawn)
+
+    def render(
+        self,
+        *,
+        accept: str | None,
+        accept_encoding: str | None,
+        names: Collection[str],
+        spawn: Spawn,
+    ) -> concurrent.futures.Future[Reply]:
+        """Render for a scrape whose credentials :meth:`refusal` has accepted."""
         view = (
             negotiate(accept),
             frozenset(names),

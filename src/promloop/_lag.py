@@ -6,7 +6,9 @@ import math
 
 from typing import Any, Final
 
-from prometheus_client import REGISTRY, Histogram
+from prometheus_client import Histogram
+
+from ._registries import registry_or_default
 
 
 LAG_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -30,7 +32,7 @@ def lag_histogram(
             name,
             documentation,
             buckets=LAG_BUCKETS,
-            registry=REGISTRY if registry is None else registry,
+            registry=registry_or_default(registry),
         )
     except ValueError as error:
         msg = f"{who}: the registry already has {name}; stop the other monitor first ({error})."
@@ -39,4 +41,4 @@ def lag_histogram(
 
 def unregister(registry: Any, histogram: Histogram) -> None:
     """Remove *histogram* from *registry*, once."""
-    (REGISTRY if registry is None else registry).unregister(histogram)
+    registry_or_default(registry).unregister(histogram)

@@ -10,7 +10,9 @@ import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
-from prometheus_client import REGISTRY, Counter
+from prometheus_client import Counter
+
+from .._registries import registry_or_default
 
 
 _log = logging.getLogger("promloop")
@@ -57,7 +59,7 @@ class BeforeScrape:
             raise ValueError(msg)
         self._hooks: tuple[Hook, ...] = tuple(hooks)  # type: ignore[arg-type]
         self._timeout: float = timeout
-        self._failures = _failure_counter(REGISTRY if registry is None else registry)
+        self._failures = _failure_counter(registry_or_default(registry))
 
     async def run(self) -> None:
         """Await every hook; never raise for a hook's failure."""

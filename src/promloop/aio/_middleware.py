@@ -10,7 +10,9 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import web
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram
+
+from .._registries import registry_or_default
 
 
 if TYPE_CHECKING:
@@ -78,7 +80,7 @@ def metrics_middleware(
 
     .. versionadded:: 26.0.0
     """
-    target = REGISTRY if registry is None else registry
+    target = registry_or_default(registry)
     used = _prefixes.setdefault(target, set())
     if prefix in used:
         msg = (

@@ -102,10 +102,12 @@ def make_handler(
     async def metrics(request: web.Request) -> web.Response:
         loop = asyncio.get_running_loop()
         headers = request.headers
-        if hooks is not None and exposition.refusal(headers.get("Authorization")) is None:
+        refusal = exposition.refusal(headers.get("Authorization"))
+        if refusal is not None:
+            return _response(refusal)
+        if hooks is not None:
             await hooks.run()
-        rendering = exposition.scrape(
-            authorization=headers.get("Authorization"),
+        rendering = exposition.render(
             accept=headers.get("Accept"),
             accept_encoding=headers.get("Accept-Encoding"),
             names=request.query.getall("name[]", ()),
