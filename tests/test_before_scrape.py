@@ -26,6 +26,15 @@ async def scrape(url, **headers):
         return response.status, await response.text()
 
 
+async def scrape_server(registry, *requests, **options):
+    """Start a server on loopback with *options*, scrape it (once per header dict), close it."""
+    server = await start_http_server(addr="127.0.0.1", registry=registry, **options)
+    try:
+        return [await scrape(server.metrics_url, **headers) for headers in requests or [{}]]
+    finally:
+        await server.close()
+
+
 def failures(registry, hook):
     return registry.get_sample_value("promloop_before_scrape_failures_total", {"hook": hook})
 
@@ -41,16 +50,9 @@ class TestBeforeScrape:
             reads.append(1)
             queue_length.set(len(reads) * 10)
 
-        async def main():
-            server = await start_http_server(
-                addr="127.0.0.1", registry=registry, before_scrape=[refresh_queue_length]
-            )
-            try:
-                return [await scrape(server.metrics_url) for _ in range(2)]
-            finally:
-                await server.close()
-
-        (_, first), (_, second) = run(main())
+        (_, first), (_, second) = run(
+            scrape_server(registry, {}, {}, before_scrape=[refresh_queue_length])
+        )
 
         assert "queue_length 10.0" in first
         assert "queue_length 20.0" in second
@@ -72,18 +74,11 @@ class TestBeforeScrape:
                 await a_started.wait()
                 ran.append("b")
 
-            server = await start_http_server(
-                addr="127.0.0.1",
-                registry=registry,
-                before_scrape=[hook_a, hook_b],
-                before_scrape_timeout=2,
+            return await scrape_server(
+                registry, before_scrape=[hook_a, hook_b], before_scrape_timeout=2
             )
-            try:
-                return await scrape(server.metrics_url)
-            finally:
-                await server.close()
 
-        status, _ = run(main())
+        [(status, _)] = run(main())
 
         assert 200 == status
         assert ["a", "b"] == sorted(ran)
@@ -102,17 +97,8 @@ class TestBeforeScrape:
         async def broken_sensor():
             raise ConnectionError("sensor offline")
 
-        async def main():
-            server = await start_http_server(
-                addr="127.0.0.1", registry=registry, before_scrape=[broken_sensor]
-            )
-            try:
-                return await scrape(server.metrics_url)
-            finally:
-                await server.close()
-
         with caplog.at_level(logging.WARNING, logger="promloop"):
-            status, body = run(main())
+            [(status, body)] = run(scrape_server(registry, before_scrape=[broken_sensor]))
 
         hook = "TestBeforeScrape.test_failure_is_logged_and_counted.<locals>.broken_sensor"
         assert (200, True) == (status, "temperature 21.0" in body)
@@ -131,20 +117,10 @@ class TestBeforeScrape:
                 cancelled.append(True)
                 raise
 
-        async def main():
-            server = await start_http_server(
-                addr="127.0.0.1",
-                registry=registry,
-                before_scrape=[slow],
-                before_scrape_timeout=0.1,
-            )
-            try:
-                return await scrape(server.metrics_url)
-            finally:
-                await server.close()
-
         with caplog.at_level(logging.WARNING, logger="promloop"):
-            status, body = run(main())
+            [(status, body)] = run(
+                scrape_server(registry, before_scrape=[slow], before_scrape_timeout=0.1)
+            )
 
         hook = "TestBeforeScrape.test_timeout_cancels_and_counts.<locals>.slow"
         assert 200 == status
@@ -160,21 +136,17 @@ class TestBeforeScrape:
         async def hook():
             ran.append(1)
 
-        async def main():
-            server = await start_http_server(
-                addr="127.0.0.1",
-                registry=registry,
+        (denied, _), (allowed, _) = run(
+            scrape_server(
+                registry,
+                {},
+                {"Authorization": "Bearer t"},
                 auth=BearerToken("t"),
                 before_scrape=[hook],
             )
-            try:
-                denied, _ = await scrape(server.metrics_url)
-                allowed, _ = await scrape(server.metrics_url, Authorization="Bearer t")
-            finally:
-                await server.close()
-            return denied, allowed
+        )
 
-        assert (401, 200) == run(main())
+        assert (401, 200) == (denied, allowed)
         assert [1] == ran
 
     def test_one_counter_per_registry(self, registry):
@@ -185,6 +157,9 @@ class TestBeforeScrape:
 
         make_handler(registry, before_scrape=[hook])
         make_handler(registry, before_scrape=[hook])
+
+        names = [family.name for family in registry.collect()]
+        assert 1 == names.count("promloop_before_scrape_failures")
 
     def test_threaded_server(self, registry):
         """The threaded server awaits the hooks in its own loop."""
