@@ -17,18 +17,18 @@ import threading
 import time
 
 from collections.abc import Callable, Collection, Hashable
-from typing import Any, Final, cast
+from typing import Any, Final
 
 from prometheus_client.exposition import (
     CONTENT_TYPE_LATEST,
     CONTENT_TYPE_PLAIN_0_0_4,
     CONTENT_TYPE_PLAIN_1_0_0,
 )
-from prometheus_client.exposition import generate_latest as generate_text
 from prometheus_client.openmetrics import exposition as openmetrics_exposition
 
 from ._auth import BasicAuth, BearerToken
 from ._registries import registry_or_default
+from ._render import render
 
 
 _log = logging.getLogger("promloop")
@@ -56,10 +56,6 @@ _ESCAPINGS: Final = frozenset(
 # prometheus_client's OpenMetrics module has no annotations: typed once, here.
 _UNDERSCORES: Final[str] = openmetrics_exposition.UNDERSCORES
 _OPENMETRICS_CONTENT_TYPE: Final[str] = openmetrics_exposition.CONTENT_TYPE_LATEST
-_generate_openmetrics = cast(
-    "Callable[..., bytes]",
-    openmetrics_exposition.generate_latest,  # pyright: ignore[reportUnknownMemberType]
-)
 
 Spawn = Callable[[Callable[[], None]], object]
 """Run a function in a worker thread (the adapter's thread pool)."""
@@ -73,11 +69,9 @@ class Format:
     content_type: str
     escaping: str = _UNDERSCORES
 
-    def render(self, registry: Any) -> bytes:
-        """Render *registry* in this format."""
-        if self.openmetrics:
-            return _generate_openmetrics(registry, escaping=self.escaping)
-        return generate_text(registry, escaping=self.escaping)
+    def render(self, registry: Any, names: frozenset[str] | None = None) -> bytes:
+        """Render *registry* in this format, only the samples in *names* if given."""
+        return render(registry, openmetrics=self.openmetrics, escaping=self.escaping, names=names)
 
 
 DEFAULT_FORMAT: Final = Format(openmetrics=False, content_type=CONTENT_TYPE_LATEST)
@@ -326,11 +320,8 @@ class Exposition:
         )
 
     def _render(self, fmt: Format, names: frozenset[str], compress: bool) -> Reply:
-        source = self.registry
-        if names:
-            source = _restricted(source, names)
         try:
-            body = fmt.render(source)
+            body = fmt.render(self.registry, names or None)
         except Exception:  # noqa: BLE001 -- a broken collector is the scraper's 500, and logged
             _log.exception("Rendering the metrics of %r failed.", self.registry)
             return Reply(
@@ -343,25 +334,3 @@ class Exposition:
             body = gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
             headers.append(("Content-Encoding", "gzip"))
         return Reply(200, tuple(headers), body)
-
-
-def _restricted(registry: Any, names: frozenset[str]) -> Any:
-    restrict = getattr(registry, "restricted_registry", None)
-    if restrict is not None:
-        return restrict(names)
-    return _NameFilter(registry, names)
-
-
-class _NameFilter:
-    """The ``name[]`` filter for a collector that is not a CollectorRegistry."""
-
-    def __init__(self, collector: Any, names: frozenset[str]) -> None:
-        self._collector = collector
-        self._names = names
-
-    def collect(self) -> Any:
-        for family in self._collector.collect():
-            samples = [s for s in family.samples if s.name in self._names]
-            if samples:
-                family.samples = samples
-                yield family
