@@ -34,8 +34,9 @@ def main() -> None:
     stalls.scatter(frozen, rows, color="black", marker="|", s=200, label="with gc.freeze()")
     stalls.set_xscale("log")
     stalls.minorticks_off()
-    stalls.set_xlim(8, 1500)
-    stalls.set_xticks([10, 30, 100, 300, 1000], ["10", "30", "100", "300", "1000"])
+    stalls.set_xlim(1, 1500)
+    stalls.set_xticks([1, 3, 10, 30, 100, 300, 1000], ["1", "3", "10", "30", "100", "300", "1000"])
+    stalls.axvline(10, color="black", linestyle=":", linewidth=1)  # the goal: 10 ms at most
     stalls.set_yticks(list(rows), names)
     stalls.invert_yaxis()
     stalls.set_xlabel("worst event-loop stall while scraping 50k series (ms, log scale)")
@@ -44,7 +45,7 @@ def main() -> None:
     shares.barh(rows, concurrent, color=colors)
     shares.set_yticks(list(rows), [""] * len(names))
     shares.invert_yaxis()
-    shares.axvline(1.5, color="black", linestyle=":", linewidth=1)
+    shares.axvline(1.5, color="black", linestyle=":", linewidth=1)  # the goal: 1.5 at most
     shares.set_xlabel("8 concurrent scrapes ÷ 1 scrape (wall time)")
 
     figure.suptitle("Scraping 50k series: promloop (blue) and the alternatives, one run")

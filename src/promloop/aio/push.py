@@ -10,18 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from .._optional import import_extra
+from .._render import render
 
 
 import_extra("aiohttp", "aiohttp", needed_by=__name__)
 
 import aiohttp  # noqa: E402
 
-from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest  # noqa: E402
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4  # noqa: E402
+from prometheus_client.openmetrics.exposition import UNDERSCORES  # noqa: E402
 
 
 if TYPE_CHECKING:
@@ -171,7 +174,9 @@ async def _send(  # noqa: PLR0917 -- the public functions' arguments, passed alo
     headers = _authorization(auth)
     body = None
     if registry is not None:
-        body = await asyncio.get_running_loop().run_in_executor(None, generate_latest, registry)
+        body = await asyncio.get_running_loop().run_in_executor(
+            None, functools.partial(render, registry, openmetrics=False, escaping=UNDERSCORES)
+        )
         headers["Content-Type"] = CONTENT_TYPE_PLAIN_0_0_4
     async with (
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
