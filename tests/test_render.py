@@ -6,6 +6,7 @@ import gc
 import logging
 import threading
 import time
+import weakref
 
 from typing import Any
 
@@ -339,3 +340,17 @@ def test_disagreement_hands_rendering_to_prometheus_client(
     finally:
         _render._agrees_with_prometheus_client.cache_clear()
     assert "disagrees with prometheus_client" in caplog.text
+
+
+def test_cached_specs_do_not_keep_metrics_alive() -> None:
+    """What the renderer remembers of a family goes when the metric goes."""
+    registry = CollectorRegistry()
+    gauge = Gauge("short_lived", "Short-lived.", ["k"], registry=registry)
+    gauge.labels("v").set(1)
+    render(registry, openmetrics=True, escaping=om.UNDERSCORES)
+    gone = weakref.ref(gauge)
+    assert gauge in _render._specs
+    registry.unregister(gauge)
+    del gauge
+    gc.collect()
+    assert gone() is None

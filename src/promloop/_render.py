@@ -14,11 +14,11 @@ for :data:`PAUSE_SECONDS`, which hands the GIL to a waiting event loop at once
 instead of after the interpreter's 5 ms switch interval.
 
 It reads prometheus_client's metric objects (``Counter``, ``Gauge``,
-``Summary``, ``Histogram``, ``Enum`` and subclasses that only change how a
-child's samples are made) through the same private attributes
+``Summary``, ``Histogram``, ``Info``, ``Enum``, and subclasses that only
+change how a child's samples are made) through the same private attributes
 prometheus_client's own ``collect()`` reads.  Everything else (custom
-collectors, ``MultiProcessCollector``, ``Info``, samples with timestamps) is
-formatted by prometheus_client itself, one family at a time.  Before its first
+collectors, ``MultiProcessCollector``, samples with timestamps) is formatted
+by prometheus_client itself, one family at a time.  Before its first
 use, :func:`render` checks that it agrees with prometheus_client byte for byte
 on a registry exercising every case it formats; if a future prometheus_client
 disagrees, promloop logs a warning and leaves all rendering to
@@ -109,6 +109,8 @@ _OM_EOF: Final = b"# EOF\n"
 _INF: Final = float("inf")
 _REPR_LIMIT: Final = 1e6
 """From here on, the Go format writes an exponent where Python's repr does not."""
+_EXPONENT: Final = "e+0{}" if _float_to_go(1e10) == "1e+010" else "e+{:02d}"
+"""How the installed prometheus_client writes exponents (0.26 stopped padding 10 and up)."""
 
 
 def go_float(value: float) -> str:
@@ -116,13 +118,12 @@ def go_float(value: float) -> str:
     value = float(value)
     if -_INF < value < _REPR_LIMIT:  # neither infinite nor NaN, and short enough for repr
         return repr(value)
-    digits = repr(value)
-    whole, dot, fraction = digits.partition(".")
-    if value == _INF or not dot or len(whole) < 7:  # noqa: PLR2004 -- where Go switches
+    whole, dot, fraction = repr(value).partition(".")
+    if not dot or "e" in fraction:  # inf, nan, or an exponent already
         return _float_to_go(value)
-    # Go writes 1234567.5 as 1.2345675e+06: a mantissa, and an exponent of two digits or more.
+    # Go writes 1234567.5 as 1.2345675e+06: a mantissa, and an exponent.
     mantissa = f"{whole[0]}.{whole[1:]}{fraction}".rstrip("0").rstrip(".")
-    return f"{mantissa}e+{len(whole) - 1:02d}"
+    return mantissa + _EXPONENT.format(len(whole) - 1)
 
 
 def escape_value(value: str) -> str:
@@ -376,7 +377,7 @@ def _collectors(registry: Any, names: frozenset[str] | None) -> tuple[Metric | N
         target_info = registry._target_info
         if names is None:
             return (registry._target_info_metric() if target_info else None), everything
-        chosen = set(registry._collectors_without_names)
+        chosen = set(getattr(registry, "_collectors_without_names", ()))  # 0.25 and later
         chosen.update(
             registry._names_to_collectors[name]
             for name in names
@@ -464,17 +465,28 @@ def render(
 def _agrees_with_prometheus_client() -> bool:
     """Check, once, that the fast path writes what prometheus_client writes."""
     registry = _probe_registry()
-    for openmetrics in (False, True):
-        for escaping in (om.UNDERSCORES, om.ALLOWUTF8, om.DOTS, om.VALUES):
-            fast = _render_fast(registry, openmetrics, escaping, None)
-            if fast != render_slow(registry, openmetrics, escaping, None):
-                _log.warning(
-                    "promloop's renderer disagrees with prometheus_client %s; "
-                    "prometheus_client renders every scrape instead.",
-                    _client_version(),
-                )
-                return False
+    names = frozenset({"probe_events_total", "probe_latency_bucket", "probe_state"})
+    try:
+        for openmetrics in (False, True):
+            for escaping in (om.UNDERSCORES, om.ALLOWUTF8, om.DOTS, om.VALUES):
+                for only in (None, names):
+                    fast = _render_fast(registry, openmetrics, escaping, only)
+                    if fast != render_slow(registry, openmetrics, escaping, only):
+                        msg = f"{'OpenMetrics' if openmetrics else 'text'}, {escaping}"
+                        raise _DisagreementError(msg)  # noqa: TRY301 -- logged with the others
+    except Exception:  # noqa: BLE001 -- whatever breaks, prometheus_client renders
+        _log.warning(
+            "promloop's renderer disagrees with prometheus_client %s; "
+            "prometheus_client renders every scrape instead.",
+            _client_version(),
+            exc_info=True,
+        )
+        return False
     return True
+
+
+class _DisagreementError(Exception):
+    """The fast path and prometheus_client wrote different bytes."""
 
 
 def _client_version() -> str:
@@ -505,7 +517,7 @@ def _probe_registry() -> CollectorRegistry:
         "probe_latency", "Histogram.", ["m", "z"], buckets=(-1, 0.5, 1e7), registry=registry
     )
     histogram.labels("a", "b").observe(0.3, exemplar={"id": "1"})
-    Histogram("probe_bare", "Unlabelled histogram.", registry=registry).observe(2)
+    Histogram("probe_bare", "Unlabelled histogram.", registry=registry).observe(1.5e10)
     Enum("probe_state", "Enum.", ["a", "z"], states=["on", "off"], registry=registry).labels(
         "x", "y"
     ).state("off")
