@@ -282,8 +282,8 @@ def test_rendering_leaves_the_garbage_collector_asleep() -> None:
 
     ours = _collections_during(lambda: render(registry, openmetrics=False, escaping=om.UNDERSCORES))
     theirs = _collections_during(lambda: generate_latest(registry))
-    assert ours <= 2
-    assert theirs > 20
+    assert ours <= 1  # none, measured on Python 3.10 to 3.13
+    assert theirs >= 10  # 57 on Python 3.10 to 3.12; 20 on 3.13, whose collector counts otherwise
 
 
 def test_pauses_let_other_threads_run(monkeypatch: pytest.MonkeyPatch) -> None:
