@@ -19,8 +19,10 @@ Reported for 1k, 10k and 100k series:
   relative to one scrape.
 
 Variants: promloop's in-loop and threaded servers, prometheus_client's
-aiohttp handler (in-loop) and its threaded WSGI server, and, when installed,
-prometheus-async's in-loop and threaded servers.
+aiohttp handler (in-loop) and its threaded WSGI server, promloop's and
+prometheus_client's Twisted resources (on Twisted's asyncio reactor, so the
+loop measured is the reactor), and, when installed, prometheus-async's
+in-loop and threaded servers.
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ VARIANTS = {
     "promloop threaded": "promloop_threaded",
     "prometheus_client aiohttp": "client_aiohttp",
     "prometheus_client threaded": "client_threaded",
+    "promloop Twisted": "promloop_twisted",
+    "prometheus_client Twisted": "client_twisted",
     "prometheus-async in-loop": "peer_inloop",
     "prometheus-async threaded": "peer_threaded",
 }
@@ -105,6 +109,35 @@ async def _start(kind: str, registry: Any) -> tuple[int, Any]:
     raise ValueError(kind)
 
 
+def _start_twisted(kind: str, registry: Any) -> tuple[int, Any]:
+    """Serve a Twisted resource from a reactor running on this process's asyncio loop."""
+    from twisted.internet import asyncioreactor
+
+    asyncioreactor.install(asyncio.get_running_loop())
+    from twisted.internet import reactor
+    from twisted.web.resource import Resource
+    from twisted.web.server import Site
+
+    if kind == "promloop_twisted":
+        from promloop.tx.web import MetricsResource
+
+        metrics = MetricsResource(registry)
+    else:
+        from prometheus_client.twisted import MetricsResource as ClientResource
+
+        metrics = ClientResource(registry)
+    root = Resource()
+    root.putChild(b"metrics", metrics)
+    port = reactor.listenTCP(0, Site(root), interface="127.0.0.1")
+    reactor.startRunning(installSignalHandlers=False)
+
+    def close() -> None:
+        port.stopListening()
+        reactor.getThreadPool().stop()
+
+    return port.getHost().port, close
+
+
 def serve(kind: str, series: int, freeze: bool, connection: Any) -> None:
     """Child process: fill a registry, serve it, and measure the loop's lateness."""
     from prometheus_client import REGISTRY, CollectorRegistry
@@ -115,7 +148,10 @@ def serve(kind: str, series: int, freeze: bool, connection: Any) -> None:
         gc.freeze()
 
     async def main() -> None:
-        port, close = await _start(kind, registry)
+        if kind.endswith("_twisted"):
+            port, close = _start_twisted(kind, registry)
+        else:
+            port, close = await _start(kind, registry)
         lags: list[float] = []
         connection.send(port)
         loop = asyncio.get_running_loop()
