@@ -52,7 +52,7 @@ def main() -> None:
     shares.axvline(1.5, color="black", linestyle=":", linewidth=1)  # the goal: 1.5 at most
     shares.set_xlabel("8 concurrent scrapes ÷ 1 scrape (wall time)")
 
-    figure.suptitle("Scraping 50k series: promloop (blue) and the alternatives, one run")
+    figure.suptitle("Scraping 50k series: promloop (blue) and the alternatives, side by side")
     figure.savefig(RESULTS / "scrape.png", dpi=110)
 
 
