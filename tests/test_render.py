@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
+import subprocess
+import sys
 import threading
 import time
 import weakref
@@ -354,3 +357,84 @@ def test_cached_specs_do_not_keep_metrics_alive() -> None:
     del gauge
     gc.collect()
     assert gone() is None
+
+
+class TupleGauge(Gauge):
+    """A subclass whose samples are plain tuples, as prometheus_client's collect() accepts."""
+
+    def _child_samples(self) -> Any:
+        return (("", {}, self._value.get(), None, None, None),)
+
+
+class ShadowingGauge(Gauge):
+    """A subclass whose sample repeats a series label: in prometheus_client, the sample's wins."""
+
+    def _child_samples(self) -> Any:
+        return (Sample("", {"a": "inner"}, 1.0, None, None),)
+
+
+def odd_registry() -> CollectorRegistry:
+    """Build metrics that prometheus_client accepts and a naive streamer gets wrong."""
+    registry = CollectorRegistry()
+    Counter("twice", "A label name twice.", ["a", "a"], registry=registry).labels("x", "y").inc()
+    ShadowingGauge("shadowed", "Shadowed.", ["a", "b"], registry=registry).labels("outer", "b")
+    TupleGauge("tuples", "Plain tuples.", ["a"], registry=registry).labels("x").set(3)
+    lone = Counter("lone", "A child registered on its own.", ["a"], registry=None).labels("x")
+    lone.inc()
+    registry.register(lone)
+    Info("many_keys", "Info with many keys.", registry=registry).info(
+        {f"key{i}": str(i) for i in range(2 * _render._LABEL_HEADS_KEPT)}
+    )
+    return registry
+
+
+@pytest.mark.parametrize(("openmetrics", "escaping"), FORMATS)
+def test_odd_but_accepted_metrics(openmetrics: bool, escaping: str) -> None:
+    ours = assert_same(odd_registry(), openmetrics, escaping)
+    if escaping not in (om.UNDERSCORES, om.ALLOWUTF8):
+        return  # the other escapings rewrite these legacy names too
+    assert b'twice_total{a="y"} 1.0\n' in ours
+    assert b'shadowed{a="inner",b="b"} 1.0\n' in ours
+    assert b'tuples{a="x"} 3.0\n' in ours
+    assert b"lone_total 1.0\n" in ours
+
+
+def test_label_names_remembered_are_bounded() -> None:
+    registry = odd_registry()
+    render(registry, openmetrics=False, escaping=om.UNDERSCORES)
+    [info] = [c for c in registry._collector_to_names if isinstance(c, Info)]
+    spec = _render._spec(info, False, om.UNDERSCORES)
+    assert len(spec._label_heads) == _render._LABEL_HEADS_KEPT
+
+
+MULTIPROCESS_APP = """
+import sys
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+from promloop._render import render
+
+Counter("jobs", "Jobs.").inc(3)  # a metric of the application, in the shared files
+registry = CollectorRegistry()
+MultiProcessCollector(registry)
+Counter("direct", "Registered directly.", registry=registry).inc()
+ours = render(registry, openmetrics=False, escaping="underscores")
+assert ours == generate_latest(registry), (ours, generate_latest(registry))
+sys.stdout.buffer.write(ours)
+"""
+
+
+def test_multiprocess_mode_leaves_the_shared_files_alone(tmp_path: Any) -> None:
+    """In multiprocess mode no probe metric is written to the files every process reads."""
+    environment = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    ran = subprocess.run(
+        [sys.executable, "-c", MULTIPROCESS_APP],
+        env=environment,
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    assert b"jobs_total 3.0\n" in ran.stdout
+    assert b"direct_total 1.0\n" in ran.stdout
+    assert b"probe" not in ran.stdout
+    [written] = tmp_path.iterdir()  # the application's counter, and nothing of promloop's
+    assert written.name.startswith("counter_")

@@ -17,8 +17,9 @@ It reads prometheus_client's metric objects (``Counter``, ``Gauge``,
 ``Summary``, ``Histogram``, ``Info``, ``Enum``, and subclasses that only
 change how a child's samples are made) through the same private attributes
 prometheus_client's own ``collect()`` reads.  Everything else (custom
-collectors, ``MultiProcessCollector``, samples with timestamps) is formatted
-by prometheus_client itself, one family at a time.  Before its first
+collectors, ``MultiProcessCollector``, samples with timestamps, label names
+that collide) is formatted by prometheus_client itself, one family at a time;
+in multiprocess mode, all of it is.  Before its first
 use, :func:`render` checks that it agrees with prometheus_client byte for byte
 on a registry exercising every case it formats; if a future prometheus_client
 disagrees, promloop logs a warning and leaves all rendering to
@@ -50,6 +51,7 @@ from prometheus_client import (
     Summary,
     utils,
     validation,
+    values,
 )
 from prometheus_client.exposition import generate_latest as generate_text
 from prometheus_client.metrics import MetricWrapperBase
@@ -81,6 +83,9 @@ _CHUNK_LINES: Final = 2048
 
 _PACE_EVERY: Final = 64
 """Children rendered between two looks at the clock."""
+
+_LABEL_HEADS_KEPT: Final = 64
+"""Sample label names (``le``, an Enum's name, Info's keys) remembered per family."""
 
 _ALLOWUTF8: Final[str] = om.ALLOWUTF8
 _MOVED_TO_GAUGES: Final = ("_created", "_gsum", "_gcount")
@@ -207,6 +212,7 @@ class _Spec:
         self.order = sorted(range(len(labelnames)), key=labelnames.__getitem__)
         self.sorted_names = [labelnames[i] for i in self.order]
         self.label_heads = [_escape_label_name(labelnames[i], escaping) + '="' for i in self.order]
+        self.label_set = frozenset(labelnames)
         self._lines: dict[str, _Line] = {}
         self._label_heads: dict[str, str] = {}
         self._moved_headers: dict[str, str] = {}
@@ -220,7 +226,9 @@ class _Spec:
     def label_head(self, name: str) -> str:
         head = self._label_heads.get(name)
         if head is None:
-            head = self._label_heads[name] = _escape_label_name(name, self.escaping) + '="'
+            head = _escape_label_name(name, self.escaping) + '="'
+            if len(self._label_heads) < _LABEL_HEADS_KEPT:  # Info's keys may be anything
+                self._label_heads[name] = head
         return head
 
     def moved_header(self, suffix: str) -> str:
@@ -303,34 +311,38 @@ def _render_metric(  # noqa: C901, PLR0912 -- one loop, kept flat for speed
 ) -> None:
     """Stream one prometheus_client metric (a family) into *output*."""
     spec = _spec(metric, openmetrics, escaping)
+    children: dict[tuple[str, ...], Any]
     if metric._is_parent():
+        if len(spec.label_set) < len(spec.order):  # a label name twice: one wins, in a dict
+            raise _Unusual
         with metric._lock:
-            children: dict[tuple[str, ...], Any] = metric._metrics.copy()
-    else:
+            children = metric._metrics.copy()
+        order, heads, sorted_names = spec.order, spec.label_heads, spec.sorted_names
+        taken = spec.label_set
+    else:  # unlabelled, or one child registered on its own: its samples carry no labels
         children = {(): metric}
+        order, heads, sorted_names, taken = [], [], [], frozenset[str]()
     lines: list[str] = []
     moved: dict[str, list[str]] = {}
-    order, heads, sorted_names = spec.order, spec.label_heads, spec.sorted_names
     line_of = spec.line
     count = 0
-    for values, child in children.items():
+    for labelvalues, child in children.items():
         count += 1
         if count % _PACE_EVERY == 0:
             pace()
-        series = [heads[n] + escape_value(values[i]) + '"' for n, i in enumerate(order)]
+        series = [heads[n] + escape_value(labelvalues[i]) + '"' for n, i in enumerate(order)]
         labels = ",".join(series)
         for sample in child._samples():
             line = line_of(sample[0])
             if names is not None and line.name not in names:
                 continue
-            if (
-                sample[2] is None
-                or sample.timestamp is not None
-                or getattr(sample, "native_histogram", None) is not None
-            ):
+            # Samples may be plain tuples: name, labels, value, timestamp, exemplar[, native].
+            if sample[2] is None or sample[3] is not None or sample[5:6] not in ((), (None,)):
                 raise _Unusual
             extra: dict[str, str] = sample[1]
             if extra:
+                if not taken.isdisjoint(extra):  # the sample's value wins, in a dict
+                    raise _Unusual
                 merged = series.copy()
                 for name, value in sorted(extra.items()):
                     at = bisect.bisect(sorted_names, name) + len(merged) - len(series)
@@ -340,8 +352,8 @@ def _render_metric(  # noqa: C901, PLR0912 -- one loop, kept flat for speed
                 text = f"{line.open}{labels}{line.close}{go_float(sample[2])}"
             else:
                 text = f"{line.bare}{go_float(sample[2])}"
-            if openmetrics and sample.exemplar:
-                text += _compose_exemplar(spec.family, _Named(line.name), sample.exemplar)
+            if openmetrics and sample[4]:
+                text += _compose_exemplar(spec.family, _Named(line.name), sample[4])
             if line.moved:
                 moved.setdefault(sample[0], []).append(text + "\n")
             else:
@@ -456,9 +468,19 @@ def render(
         escaping: How names outside the legacy character set are written.
         names: Render only the samples with these names (``name[]``).
     """
-    if _registry_like(registry) and _agrees_with_prometheus_client():
+    if _registry_like(registry) and _fast_path_allowed():
         return _render_fast(registry, openmetrics, escaping, names)
     return render_slow(registry, openmetrics, escaping, names)
+
+
+def _fast_path_allowed() -> bool:
+    """Tell whether metric objects may be streamed: not in multiprocess mode, and checked.
+
+    In prometheus_client's multiprocess mode every metric created writes to the
+    shared files, the self-check's probe metrics included; and the metrics an
+    application serves there are read by ``MultiProcessCollector`` anyway.
+    """
+    return values.ValueClass is values.MutexValue and _agrees_with_prometheus_client()
 
 
 @functools.cache
@@ -476,8 +498,8 @@ def _agrees_with_prometheus_client() -> bool:
                         raise _DisagreementError(msg)  # noqa: TRY301 -- logged with the others
     except Exception:  # noqa: BLE001 -- whatever breaks, prometheus_client renders
         _log.warning(
-            "promloop's renderer disagrees with prometheus_client %s; "
-            "prometheus_client renders every scrape instead.",
+            "promloop's renderer disagrees with prometheus_client %s, or could not be checked "
+            "against it; prometheus_client renders every scrape instead.",
             _client_version(),
             exc_info=True,
         )
