@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -73,8 +74,15 @@ def port_is_free(port: int) -> bool:
 
 def http_get(url: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
     request = urllib.request.Request(url, headers=headers)  # noqa: S310 -- loopback only
-    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
-        return response.status, dict(response.headers), response.read()
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        # The error carries the open response; wait_for() keeps errors (and so their
+        # frames, in a cycle) alive, and a socket freed by the garbage collector in some
+        # later test fails that test with a ResourceWarning.
+        with error:
+            raise
 
 
 def wait_for(condition: Callable[[], Any], *, timeout: float, what: str) -> Any:
