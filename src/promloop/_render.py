@@ -84,6 +84,9 @@ _CHUNK_LINES: Final = 2048
 _PACE_EVERY: Final = 64
 """Children rendered between two looks at the clock."""
 
+_NATIVE: Final = 5
+"""Where a sample holds its native histogram, in prometheus_client versions that have one."""
+
 _LABEL_HEADS_KEPT: Final = 64
 """Sample label names (``le``, an Enum's name, Info's keys) remembered per family."""
 
@@ -337,7 +340,11 @@ def _render_metric(  # noqa: C901, PLR0912 -- one loop, kept flat for speed
             if names is not None and line.name not in names:
                 continue
             # Samples may be plain tuples: name, labels, value, timestamp, exemplar[, native].
-            if sample[2] is None or sample[3] is not None or sample[5:6] not in ((), (None,)):
+            if (
+                sample[2] is None
+                or sample[3] is not None
+                or (len(sample) > _NATIVE and sample[_NATIVE] is not None)
+            ):
                 raise _Unusual
             extra: dict[str, str] = sample[1]
             if extra:
