@@ -18,7 +18,8 @@ Reported for 1k, 10k and 100k series:
   Each is measured in three runs, each a fresh server process: the table
   gives the median of the three runs' worst stalls and 99th percentiles,
   and the highest stall of all three, since a shared machine now and then
-  deschedules a process for tens of milliseconds whatever it runs;
+  deschedules a process for tens of milliseconds whatever it runs; the text
+  output also counts the full garbage collections during those runs;
 - at 50k series: the wall time of 8 concurrent scrapes of the same view,
   relative to one scrape.
 
@@ -143,6 +144,32 @@ def _start_twisted(kind: str, registry: Any) -> tuple[int, Any]:
     return port.getHost().port, close
 
 
+class _FullCollections:
+    """Count the full (generation 2) garbage collections in a window, and the longest."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.longest = 0.0
+        self._began = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if info["generation"] != 2:  # the oldest generation: a full collection
+            return
+        if phase == "start":
+            self._began = time.perf_counter()
+        else:
+            self.count += 1
+            self.longest = max(self.longest, time.perf_counter() - self._began)
+
+    def start(self) -> None:
+        self.count, self.longest = 0, 0.0
+        gc.callbacks.append(self)
+
+    def stop(self) -> tuple[int, float]:
+        gc.callbacks.remove(self)
+        return self.count, self.longest
+
+
 def serve(kind: str, series: int, freeze: bool, connection: Any) -> None:
     """Child process: fill a registry, serve it, and measure the loop's lateness."""
     from prometheus_client import REGISTRY, CollectorRegistry
@@ -158,6 +185,7 @@ def serve(kind: str, series: int, freeze: bool, connection: Any) -> None:
         else:
             port, close = await _start(kind, registry)
         lags: list[float] = []
+        collections = _FullCollections()
         connection.send(port)
         loop = asyncio.get_running_loop()
         measuring = False
@@ -166,9 +194,11 @@ def serve(kind: str, series: int, freeze: bool, connection: Any) -> None:
                 command = connection.recv()
                 if command == "measure":
                     measuring, lags = True, []
+                    collections.start()
                 elif command == "report":
                     lags.sort()
-                    connection.send((lags[-1], lags[int(len(lags) * 0.99)]))
+                    full = collections.stop()
+                    connection.send((lags[-1], lags[int(len(lags) * 0.99)], *full))
                     measuring = False
                 else:
                     break
@@ -227,16 +257,20 @@ def server(kind: str, series: int, freeze: bool = False) -> Any:
             process.kill()
 
 
-def stalls(kind: str, freeze: bool, seconds: float) -> tuple[float, float]:
-    """Scrape a fresh 50k-series server back to back; return its loop's worst and p99 stall."""
+def stalls(kind: str, freeze: bool, seconds: float) -> tuple[float, float, int, float]:
+    """Scrape a fresh 50k-series server back to back.
+
+    Return its loop's worst and p99 stall, and the number of full garbage
+    collections in that time and the longest.
+    """
     with server(kind, STALL_SIZE, freeze) as (port, control):
         control.send("measure")
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             scrape(port)
         control.send("report")
-        worst, p99 = control.recv()
-    return worst, p99
+        report: tuple[float, float, int, float] = control.recv()
+    return report
 
 
 def measure(
@@ -255,6 +289,8 @@ def measure(
         result[f"worst_stall{suffix}_ms"] = statistics.median(r[0] for r in rounds) * 1000
         result[f"p99_stall{suffix}_ms"] = statistics.median(r[1] for r in rounds) * 1000
         result[f"max_stall{suffix}_ms"] = max(r[0] for r in rounds) * 1000
+        result[f"full_gcs{suffix}"] = sum(r[2] for r in rounds)
+        result[f"longest_full_gc{suffix}_ms"] = max(r[3] for r in rounds) * 1000
 
     with server(kind, STALL_SIZE) as (port, _):
         one = min(scrape(port)[0] for _ in range(3))
@@ -297,6 +333,9 @@ def main() -> None:
             row += f" {result[f'p99_stall{suffix}_ms']:5.1f} {result[f'max_stall{suffix}_ms']:6.1f}"
         row += f" {result['eight_concurrent_vs_one']:10.2f}"
         print(row)
+    print("\nFull garbage collections during the three unfrozen stall runs, and the longest:")
+    for name, result in results.items():
+        print(f"{name:28} {result['full_gcs']:4d} {result['longest_full_gc_ms']:8.1f} ms")
     if options.json:
         with open(options.json, "w") as file:  # noqa: PTH123
             json.dump(results, file, indent=1)
