@@ -216,6 +216,7 @@ class _Spec:
         self.sorted_names = [labelnames[i] for i in self.order]
         self.label_heads = [_escape_label_name(labelnames[i], escaping) + '="' for i in self.order]
         self.label_set = frozenset(labelnames)
+        self.repeated_label = len(self.label_set) < len(labelnames)
         self._lines: dict[str, _Line] = {}
         self._label_heads: dict[str, str] = {}
         self._moved_headers: dict[str, str] = {}
@@ -316,7 +317,7 @@ def _render_metric(  # noqa: C901, PLR0912 -- one loop, kept flat for speed
     spec = _spec(metric, openmetrics, escaping)
     children: dict[tuple[str, ...], Any]
     if metric._is_parent():
-        if len(spec.label_set) < len(spec.order):  # a label name twice: one wins, in a dict
+        if spec.repeated_label:  # one value wins, in prometheus_client's dict
             raise _Unusual
         with metric._lock:
             children = metric._metrics.copy()
@@ -375,9 +376,9 @@ def _render_metric(  # noqa: C901, PLR0912 -- one loop, kept flat for speed
 
 
 def _extend(output: _Output, lines: list[str]) -> None:
+    output.flush()
     for start in range(0, len(lines), _CHUNK_LINES):
-        output.lines.extend(lines[start : start + _CHUNK_LINES])
-        output.flush()
+        output.chunks.append("".join(lines[start : start + _CHUNK_LINES]).encode())
 
 
 class _Named:
