@@ -291,19 +291,19 @@ class TestStartHttpServer:
 
         Only bound, never listening: tests listen on loopback addresses only.
         """
-        import promloop.aio.web as module
+        import promloop.aio._sockets as module
 
         if not socket.has_dualstack_ipv6():  # pragma: no cover
             pytest.skip("this host has no dual-stack IPv6")
 
-        with module._dual_stack_socket(0) as sock:
+        with module.dual_stack_socket(0) as sock:
             assert socket.AF_INET6 == sock.family
             assert 0 == sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
             assert "::" == sock.getsockname()[0]
 
     def test_all_interfaces_url(self, registry, monkeypatch):
         """A server on every interface reports "::" and brackets it in its URL."""
-        import promloop.aio.web as module
+        import promloop.aio._sockets as module
 
         def dual_stack_on_loopback(port):  # listens on loopback, reports "::"
             sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
@@ -311,7 +311,7 @@ class TestStartHttpServer:
             sock.setblocking(False)
             return _ReportsWildcard(sock)
 
-        monkeypatch.setattr(module, "_dual_stack_socket", dual_stack_on_loopback)
+        monkeypatch.setattr(module, "dual_stack_socket", dual_stack_on_loopback)
 
         async def main():
             server = await start_http_server(registry=registry)
@@ -368,7 +368,7 @@ class TestStartHttpServer:
 
     def test_second_address_fails(self, registry, monkeypatch):
         """If one of several addresses cannot be bound, none stays open."""
-        import promloop.aio.web as module
+        import promloop.aio._sockets as module
 
         bound = []
         real_bound = module._bound
@@ -381,7 +381,7 @@ class TestStartHttpServer:
 
         monkeypatch.setattr(module, "_bound", bind_once)
         monkeypatch.setattr(
-            module.socket_module,
+            module.socket,
             "getaddrinfo",
             lambda *a, **k: [
                 (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", 0)),

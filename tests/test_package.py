@@ -46,6 +46,8 @@ class TestExports:
                     "IncDecrementer",
                     "Incrementer",
                     "LabelsFactory",
+                    "ListeningAddress",
+                    "MetricsServer",
                     "Observer",
                     "ParamSpec",
                     "ServiceDiscovery",

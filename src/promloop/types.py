@@ -13,10 +13,6 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeAlias, TypeVar
 
 
-if TYPE_CHECKING:
-    from .aio.web import MetricsHTTPServer
-
-
 __all__ = [
     "Deregisterer",
     "ExceptionTypes",
@@ -25,6 +21,8 @@ __all__ = [
     "IncDecrementer",
     "Incrementer",
     "LabelsFactory",
+    "ListeningAddress",
+    "MetricsServer",
     "Observer",
     "ParamSpec",
     "ServiceDiscovery",
@@ -104,10 +102,51 @@ Deregisterer: TypeAlias = Callable[[], Awaitable[None]]
 """An async callable that removes a registration made by a :class:`ServiceDiscovery`."""
 
 
+class ListeningAddress(Protocol):
+    """Where a server listens: :class:`promloop.aio.web.Socket` is one.
+
+    .. versionadded:: 26.0.0
+    """
+
+    @property
+    def addr(self) -> str:
+        """The address, such as ``"127.0.0.1"``, ``"::1"``, or ``"::"`` for every interface."""
+        ...
+
+    @property
+    def port(self) -> int:
+        """The port."""
+        ...
+
+
+class MetricsServer(Protocol):
+    """A running metrics server, as a :class:`ServiceDiscovery` sees it.
+
+    :class:`promloop.aio.web.MetricsHTTPServer` is one.
+
+    .. versionadded:: 26.0.0
+    """
+
+    @property
+    def socket(self) -> ListeningAddress:
+        """The address and port the server listens on."""
+        ...
+
+    @property
+    def https(self) -> bool:
+        """Whether the server speaks TLS."""
+        ...
+
+    @property
+    def metrics_path(self) -> str:
+        """The path the metrics are served under, such as ``/metrics``."""
+        ...
+
+
 class ServiceDiscovery(Protocol):
     """Registers a metrics server with a service-discovery system."""
 
-    async def register(self, metrics_server: MetricsHTTPServer) -> Deregisterer | None:
+    async def register(self, metrics_server: MetricsServer) -> Deregisterer | None:
         """Register *metrics_server*.
 
         Returns:

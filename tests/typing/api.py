@@ -43,6 +43,8 @@ from promloop.types import (
     Incrementer,
     InProgressGauge,
     LabelsFactory,
+    ListeningAddress,
+    MetricsServer,
     Observer,
     ServiceDiscovery,
 )
@@ -198,6 +200,9 @@ async def use_web() -> None:
         path="/metrics",
         auth=BasicAuth("prometheus", "secret"),
     )
+    as_registered: MetricsServer = server  # what a ServiceDiscovery is given
+    listening: ListeningAddress = as_registered.socket
+    print(listening.addr, listening.port, as_registered.https, as_registered.metrics_path)
     where: Socket = server.socket
     urls: tuple[str, str, bool, bool] = (
         server.url,

@@ -33,8 +33,7 @@ import aiohttp  # noqa: E402
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from ..types import Deregisterer
-    from .web import MetricsHTTPServer
+    from ..types import Deregisterer, MetricsServer
 
 
 __all__ = ["ConsulAgent", "FileSD"]
@@ -45,7 +44,7 @@ _WILDCARDS: Final = frozenset({"", "0.0.0.0", "::"})  # noqa: S104 -- recognised
 _LABEL_NAME: Final = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 
 
-def advertised_host(metrics_server: MetricsHTTPServer, address: str | None) -> str:
+def advertised_host(metrics_server: MetricsServer, address: str | None) -> str:
     """Return the host others reach *metrics_server* at.
 
     *address* if given; else the address the server is bound to; else, for a
@@ -123,7 +122,7 @@ class FileSD:
     def __repr__(self) -> str:
         return f"FileSD({str(self.directory)!r}, labels={self.labels!r})"
 
-    async def register(self, metrics_server: MetricsHTTPServer) -> Deregisterer:
+    async def register(self, metrics_server: MetricsServer) -> Deregisterer:
         """Write the target file; return the coroutine function that removes it."""
         host = advertised_host(metrics_server, self.address)
         port = metrics_server.socket.port
@@ -259,7 +258,7 @@ class ConsulAgent:
         # The token is never shown.
         return f"ConsulAgent(name={self.name!r}, agent_url={self.agent_url!r})"
 
-    def _payload(self, metrics_server: MetricsHTTPServer) -> dict[str, Any]:
+    def _payload(self, metrics_server: MetricsServer) -> dict[str, Any]:
         host = advertised_host(metrics_server, self.address)
         port = metrics_server.socket.port
         scheme = "https" if metrics_server.https else "http"
@@ -281,7 +280,7 @@ class ConsulAgent:
             "Check": check,
         }
 
-    async def register(self, metrics_server: MetricsHTTPServer) -> Deregisterer | None:
+    async def register(self, metrics_server: MetricsServer) -> Deregisterer | None:
         """Register *metrics_server*; return the coroutine function that deregisters it.
 
         Returns None when the agent refused the registration (the refusal is

@@ -1,0 +1,101 @@
+"""The aiohttp handler that serves a registry: :func:`make_handler` and :func:`server_stats`.
+
+It adapts aiohttp requests to the framework-free exposition core
+(:class:`promloop._exposition.Exposition`) and its replies to aiohttp responses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from .._exposition import Exposition, Reply
+from ._hooks import BeforeScrape
+
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Sequence
+
+    from .._auth import BasicAuth, BearerToken
+
+
+__all__ = ["make_handler", "server_stats"]
+
+
+def _response(reply: Reply) -> web.Response:
+    # Headers are set as given: aiohttp's content_type= argument rejects a
+    # content type with parameters (https://github.com/aio-libs/aiohttp/issues/2197).
+    return web.Response(status=reply.status, headers=dict(reply.headers), body=reply.body)
+
+
+def make_handler(
+    registry: Any = None,
+    *,
+    auth: BasicAuth | BearerToken | None = None,
+    disable_compression: bool = False,
+    before_scrape: Sequence[Callable[[], Awaitable[object]]] = (),
+    before_scrape_timeout: float = 5.0,
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """Return an aiohttp handler that serves *registry*'s metrics.
+
+    Mount it where you like: ``app.router.add_get("/metrics", make_handler())``
+    (``add_get`` also answers HEAD).
+
+    Args:
+        registry: The ``CollectorRegistry`` to serve; the global ``REGISTRY``
+            by default.  For prometheus_client's multiprocess mode, pass a
+            registry holding a ``MultiProcessCollector``.
+        auth: A :class:`promloop.BasicAuth` or :class:`promloop.BearerToken`
+            that every request must carry; others get 401.
+        disable_compression: Never gzip the answer.
+        before_scrape: Coroutine functions, taking no arguments, awaited
+            concurrently before each (authorised) scrape, so that gauges can
+            be refreshed from async I/O.  One that raises or takes longer
+            than *before_scrape_timeout* seconds (it is then cancelled) is
+            logged at WARNING and counted in
+            ``promloop_before_scrape_failures_total{hook="..."}``; the scrape
+            answers with the values as they are.
+        before_scrape_timeout: Seconds each hook may take.
+
+    Raises:
+        TypeError: *registry* has no ``collect()``, *auth* is not one of
+            promloop's credential types, or a hook is not callable.
+        ValueError: *before_scrape_timeout* is not positive.
+
+    .. versionadded:: 26.0.0
+    """
+    exposition = Exposition(registry, auth=auth, disable_compression=disable_compression)
+    hooks = BeforeScrape(before_scrape, before_scrape_timeout, registry) if before_scrape else None
+
+    async def metrics(request: web.Request) -> web.Response:
+        loop = asyncio.get_running_loop()
+        headers = request.headers
+        refusal = exposition.refusal(headers.get("Authorization"))
+        if refusal is not None:
+            return _response(refusal)
+        if hooks is not None:
+            await hooks.run()
+        rendering = exposition.render(
+            accept=headers.get("Accept"),
+            accept_encoding=headers.get("Accept-Encoding"),
+            names=request.query.getall("name[]", ()),
+            spawn=lambda work: loop.run_in_executor(None, work),
+        )
+        return _response(await asyncio.wrap_future(rendering))
+
+    return metrics
+
+
+_serve_global_registry = make_handler()
+
+
+async def server_stats(request: web.Request) -> web.Response:
+    """Serve the metrics of prometheus_client's global ``REGISTRY``.
+
+    A ready-made aiohttp handler: ``app.router.add_get("/metrics", server_stats)``.
+    Use :func:`make_handler` for another registry, credentials, or no gzip.
+    """
+    return await _serve_global_registry(request)

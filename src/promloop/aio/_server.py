@@ -1,0 +1,193 @@
+"""A metrics server in the running event loop: :func:`start_http_server`."""
+
+from __future__ import annotations
+
+import html
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from aiohttp import web
+
+from . import _sockets
+from ._handler import make_handler
+
+
+if TYPE_CHECKING:
+    import socket as socket_module
+    import ssl
+
+    from .._auth import BasicAuth, BearerToken
+    from ..types import Deregisterer, ServiceDiscovery
+
+
+__all__ = ["MetricsHTTPServer", "Socket", "start_http_server"]
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Socket(NamedTuple):
+    """The address and port a server listens on."""
+
+    addr: str
+    port: int
+
+
+def _root_page(metrics_path: str) -> Handler:
+    page = (
+        "<!DOCTYPE html>\n<html><head><title>Metrics</title></head>"
+        f'<body><a href="{html.escape(metrics_path)}">Metrics</a></body></html>\n'
+    ).encode()
+
+    async def root(request: web.Request) -> web.Response:
+        return web.Response(body=page, content_type="text/html", charset="utf-8")
+
+    return root
+
+
+class MetricsHTTPServer:
+    """A running metrics server; :func:`start_http_server` returns it.
+
+    Attributes:
+        socket: The address and port it listens on.
+        https: Whether it speaks TLS.
+    """
+
+    def __init__(
+        self,
+        socket: Socket,
+        runner: web.AppRunner,
+        *,
+        https: bool,
+        metrics_path: str,
+    ) -> None:
+        self.socket = socket
+        self.https = https
+        self._runner = runner
+        self._metrics_path = metrics_path
+        self._deregister: Deregisterer | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<MetricsHTTPServer {self.metrics_url}>"
+
+    @property
+    def url(self) -> str:
+        """The server's root URL, such as ``http://127.0.0.1:9100/`` (IPv6 in brackets)."""
+        host = self.socket.addr
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http{'s' if self.https else ''}://{host}:{self.socket.port}/"
+
+    @property
+    def metrics_url(self) -> str:
+        """The URL of the metrics, such as ``http://127.0.0.1:9100/metrics``."""
+        return self.url + self._metrics_path.lstrip("/")
+
+    @property
+    def metrics_path(self) -> str:
+        """The path the metrics are served under."""
+        return self._metrics_path
+
+    @property
+    def is_registered(self) -> bool:
+        """Whether the server is registered with service discovery."""
+        return self._deregister is not None
+
+    async def close(self) -> None:
+        """Deregister from service discovery, then stop serving and free the socket.
+
+        Calling it again does nothing.  The socket is freed even when
+        deregistration fails; that failure is raised afterwards.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        deregister, self._deregister = self._deregister, None
+        try:
+            if deregister is not None:
+                await deregister()
+        finally:
+            await self._runner.cleanup()
+
+
+async def start_http_server(
+    *,
+    addr: str = "",
+    port: int = 0,
+    ssl_ctx: ssl.SSLContext | None = None,
+    service_discovery: ServiceDiscovery | None = None,
+    registry: Any = None,
+    path: str = "/metrics",
+    auth: BasicAuth | BearerToken | None = None,
+    before_scrape: Sequence[Callable[[], Awaitable[object]]] = (),
+    before_scrape_timeout: float = 5.0,
+) -> MetricsHTTPServer:
+    """Start serving metrics over HTTP(S) in the running event loop.
+
+    ``GET /`` answers a small page linking to the metrics; *path* serves them.
+    The access log is off.
+
+    Args:
+        addr: The interface to listen on; ``""`` means all of them, IPv4 and
+            IPv6, on one port.
+        port: The port; 0 picks a free one (see ``socket`` on the result).
+        ssl_ctx: Serve HTTPS with these settings; a context that requires
+            client certificates (``verify_mode = CERT_REQUIRED``) enforces them.
+        service_discovery: Registers the server once it listens; see
+            :class:`promloop.types.ServiceDiscovery`.
+        registry: The registry to serve; the global ``REGISTRY`` by default.
+        path: Where the metrics are served; it must start with ``/`` and not
+            be ``/`` itself.
+        auth: Credentials every metrics request must carry.
+        before_scrape: Coroutine functions awaited before each scrape; see
+            :func:`make_handler`.
+        before_scrape_timeout: Seconds each of them may take.
+
+    Returns:
+        The running server.
+
+    Raises:
+        ValueError: *path* is not a valid metrics path.
+        OSError: The address cannot be listened on (for example, the port is
+            in use); nothing is left open.
+
+    .. versionchanged:: 26.0.0
+       *registry*, *path* and *auth*; ``addr=""`` listens on one port for
+       IPv4 and IPv6.
+    """
+    if not path.startswith("/") or path == "/":
+        msg = f"path= must start with '/' and not be '/' itself, not {path!r}."
+        raise ValueError(msg)
+    handler = make_handler(
+        registry,
+        auth=auth,
+        before_scrape=before_scrape,
+        before_scrape_timeout=before_scrape_timeout,
+    )
+
+    app = web.Application()
+    app.router.add_get("/", _root_page(path))
+    app.router.add_get(path, handler)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    sockets: list[socket_module.socket] = []
+    try:
+        sockets = _sockets.listening_sockets(addr, port)
+        for sock in sockets:
+            await web.SockSite(runner, sock, ssl_context=ssl_ctx).start()
+        host, bound_port = sockets[0].getsockname()[:2]
+        server = MetricsHTTPServer(
+            Socket(host, bound_port), runner, https=ssl_ctx is not None, metrics_path=path
+        )
+        if service_discovery is not None:
+            # The server cannot be registered before it exists, nor exist
+            # unregistered after start_http_server() returns.
+            deregister = await service_discovery.register(server)
+            server._deregister = deregister  # noqa: SLF001  # pyright: ignore[reportPrivateUsage]
+    except BaseException:
+        await runner.cleanup()
+        for sock in sockets:  # those no site took over yet
+            sock.close()
+        raise
+    return server

@@ -1,0 +1,167 @@
+"""A metrics server in a thread of its own, for synchronous programs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+
+from typing import TYPE_CHECKING, Any
+
+from ._server import MetricsHTTPServer, Socket, start_http_server
+
+
+if TYPE_CHECKING:
+    import ssl
+
+    from collections.abc import Awaitable, Callable, Sequence
+
+    from .._auth import BasicAuth, BearerToken
+    from ..types import ServiceDiscovery
+
+
+__all__ = ["ThreadedMetricsHTTPServer", "start_http_server_in_thread"]
+
+_log = logging.getLogger("promloop")
+
+
+class ThreadedMetricsHTTPServer:
+    """A metrics server running its own event loop in a daemon thread.
+
+    :func:`start_http_server_in_thread` returns it; its attributes mirror
+    :class:`MetricsHTTPServer`'s, and :meth:`close` is synchronous.
+    """
+
+    def __init__(
+        self,
+        server: MetricsHTTPServer,
+        thread: threading.Thread,
+        loop: asyncio.AbstractEventLoop,
+        stop: asyncio.Event,
+        closed: threading.Event,
+    ) -> None:
+        self._server = server
+        self._thread = thread
+        self._loop = loop
+        self._stop = stop
+        self._closed = closed
+
+    def __repr__(self) -> str:
+        return f"<ThreadedMetricsHTTPServer {self.metrics_url}>"
+
+    @property
+    def socket(self) -> Socket:
+        """The address and port the server listens on."""
+        return self._server.socket
+
+    @property
+    def https(self) -> bool:
+        """Whether the server speaks TLS."""
+        return self._server.https
+
+    @property
+    def url(self) -> str:
+        """The server's root URL."""
+        return self._server.url
+
+    @property
+    def metrics_url(self) -> str:
+        """The URL of the metrics."""
+        return self._server.metrics_url
+
+    @property
+    def is_registered(self) -> bool:
+        """Whether the server is registered with service discovery."""
+        return self._server.is_registered
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Deregister, stop serving and free the socket; the thread ends shortly after.
+
+        Returns once the socket is closed and deregistration has been
+        attempted; a failure to deregister is logged on the ``promloop``
+        logger.  Calling it again does nothing.
+
+        Args:
+            timeout: How many seconds to wait for the server's loop at most.
+        """
+        with contextlib.suppress(RuntimeError):  # the loop has ended already
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._closed.wait(timeout)
+
+
+def start_http_server_in_thread(
+    *,
+    addr: str = "",
+    port: int = 0,
+    ssl_ctx: ssl.SSLContext | None = None,
+    service_discovery: ServiceDiscovery | None = None,
+    registry: Any = None,
+    path: str = "/metrics",
+    auth: BasicAuth | BearerToken | None = None,
+    before_scrape: Sequence[Callable[[], Awaitable[object]]] = (),
+    before_scrape_timeout: float = 5.0,
+) -> ThreadedMetricsHTTPServer:
+    """Start a metrics server with an event loop of its own, in a daemon thread.
+
+    For synchronous applications: no asyncio needed.  The arguments are
+    those of :func:`start_http_server`; *before_scrape* hooks run in the
+    server's own event loop, in its thread.
+
+    Returns:
+        The running server.
+
+    Raises:
+        ValueError, OSError: As :func:`start_http_server`; a failure to start
+            is raised here, in the caller, and leaves no thread behind.
+
+    .. versionchanged:: 26.0.0
+       Start-up failures are raised in the caller instead of hanging.
+    """
+    started: queue.Queue[tuple[MetricsHTTPServer, asyncio.Event] | BaseException] = queue.Queue()
+    closed = threading.Event()
+    loop = asyncio.new_event_loop()
+
+    async def serve() -> None:
+        try:
+            server = await start_http_server(
+                addr=addr,
+                port=port,
+                ssl_ctx=ssl_ctx,
+                service_discovery=service_discovery,
+                registry=registry,
+                path=path,
+                auth=auth,
+                before_scrape=before_scrape,
+                before_scrape_timeout=before_scrape_timeout,
+            )
+        except BaseException as error:  # noqa: BLE001 -- handed to the caller
+            started.put(error)
+            return
+        stop = asyncio.Event()
+        started.put((server, stop))
+        try:
+            await stop.wait()
+            await server.close()
+        except Exception:  # noqa: BLE001 -- no caller to raise to: logged
+            _log.exception("Closing %r failed; its socket is closed.", server)
+        finally:
+            closed.set()
+
+    def run() -> None:
+        try:
+            loop.run_until_complete(serve())
+            loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            loop.close()
+            closed.set()
+
+    thread = threading.Thread(target=run, name="promloop-metrics-server", daemon=True)
+    thread.start()
+    outcome = started.get()
+    if isinstance(outcome, BaseException):
+        thread.join()
+        raise outcome
+    server, stop = outcome
+    return ThreadedMetricsHTTPServer(server, thread, loop, stop, closed)
