@@ -1,4 +1,4 @@
-"""promloop.aio.web: handlers and servers on real sockets (SPEC §4)."""
+"""promloop.aio.web: handlers and servers on real sockets (docs/exposition.md)."""
 
 from __future__ import annotations
 
@@ -235,6 +235,25 @@ class TestMakeHandler:
         assert 200 == status
         assert b"hits_total 7.0" in body
 
+    def test_created(self, registry, hits):
+        """created=False drops _created from this handler's answers alone."""
+
+        async def main():
+            app = web.Application()
+            app.router.add_get("/without", make_handler(registry, created=False))
+            app.router.add_get("/with", make_handler(registry))
+            runner, base = await serve_app(app)
+            try:
+                return await fetch(f"{base}/without"), await fetch(f"{base}/with")
+            finally:
+                await runner.cleanup()
+
+        (_, _, without), (_, _, with_created) = run(main())
+
+        assert b"hits_total 7.0" in without
+        assert b"hits_created" not in without
+        assert b"hits_created " in with_created
+
     def test_invalid_arguments(self):
         """Bad registry= or auth= fail when the handler is made, not on the first scrape."""
         with pytest.raises(TypeError, match="registry="):
@@ -349,6 +368,21 @@ class TestStartHttpServer:
         _, statuses = run(main())
 
         assert [200] * len(addresses) == statuses
+
+    def test_created(self, registry, hits):
+        """created=False reaches the server's metrics path."""
+
+        async def main():
+            server = await start_http_server(addr="127.0.0.1", registry=registry, created=False)
+            try:
+                return await fetch(server.metrics_url)
+            finally:
+                await server.close()
+
+        _, _, body = run(main())
+
+        assert b"hits_total 7.0" in body
+        assert b"hits_created" not in body
 
     def test_close_frees_socket_and_is_idempotent(self, registry):
         """close() frees the port, and a second close() does nothing."""
@@ -636,7 +670,11 @@ class TestStartHttpServerInThread:
     def test_same_arguments(self, registry, hits):
         """It takes the same keyword arguments as start_http_server."""
         server = start_http_server_in_thread(
-            addr="127.0.0.1", registry=registry, path="/stats", auth=BearerToken("t")
+            addr="127.0.0.1",
+            registry=registry,
+            path="/stats",
+            auth=BearerToken("t"),
+            created=False,
         )
         try:
             denied, _ = get(server.metrics_url)
@@ -647,6 +685,7 @@ class TestStartHttpServerInThread:
         assert server.metrics_url.endswith("/stats")
         assert (401, 200) == (denied, allowed)
         assert b"hits_total 7.0" in body
+        assert b"hits_created" not in body
 
 
 class TestRepr:

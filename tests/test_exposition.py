@@ -1,4 +1,4 @@
-"""The framework-free exposition core that every mount point shares (SPEC §4)."""
+"""The framework-free exposition core that every mount point shares (docs/exposition.md)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,20 @@ import threading
 
 import pytest
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Summary,
+    disable_created_metrics,
+    enable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, CONTENT_TYPE_PLAIN_1_0_0
+from prometheus_client.openmetrics import exposition as openmetrics_exposition
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS
 
 from promloop import BasicAuth, BearerToken
@@ -22,6 +34,7 @@ from promloop._exposition import (
     gzip_accepted,
     negotiate,
 )
+from promloop._render import render
 
 
 PROMETHEUS_2 = (
@@ -411,6 +424,120 @@ class TestExposition:
         """auth= must be one of promloop's credential types."""
         with pytest.raises(TypeError, match=r"auth= must be a promloop\.BasicAuth"):
             Exposition(registry, auth=("user", "secret"))  # type: ignore[arg-type]
+
+
+class JustCollect:
+    """Any collector that is not a CollectorRegistry: prometheus_client renders it."""
+
+    def __init__(self, registry):
+        self._registry = registry
+
+    def collect(self):
+        return self._registry.collect()
+
+
+def registry_with_created():
+    """Counters, histograms and summaries (with _created), and a gauge merely named so."""
+    registry = CollectorRegistry()
+    Counter("hits", "Hits.", ["route"], registry=registry).labels("/").inc(3)
+    Counter("plain", "No labels.", registry=registry).inc()
+    Histogram("latency_seconds", "Latency.", ["route"], registry=registry).labels("/").observe(1)
+    Summary("payload_bytes", "Payload.", registry=registry).observe(512)
+    Gauge("started_created", "A gauge whose name ends so.", registry=registry).set(1)
+    return registry
+
+
+def client_without_created(registry, openmetrics):
+    """Render as prometheus_client does with its process-wide switch off (then back on)."""
+    disable_created_metrics()
+    try:
+        if openmetrics:
+            return openmetrics_exposition.generate_latest(registry)
+        return generate_latest(registry)
+    finally:
+        enable_created_metrics()
+
+
+class TestCreated:
+    @pytest.mark.parametrize("openmetrics", [False, True], ids=["text", "openmetrics"])
+    @pytest.mark.parametrize("wrap", [False, True], ids=["streamed", "prometheus_client"])
+    def test_same_as_the_process_wide_switch(self, openmetrics, wrap):
+        """created=False writes what prometheus_client writes with _created disabled."""
+        registry = registry_with_created()
+        source = JustCollect(registry) if wrap else registry
+
+        ours = render(
+            source,
+            openmetrics=openmetrics,
+            escaping=openmetrics_exposition.UNDERSCORES,
+            created=False,
+        )
+
+        assert client_without_created(registry, openmetrics) == ours
+        assert b"hits_created" not in ours
+        assert b"started_created 1.0" in ours
+
+    @pytest.mark.parametrize("wrap", [False, True], ids=["streamed", "prometheus_client"])
+    def test_with_name_filter(self, wrap):
+        """A filtered render drops _created too, and a filter naming only _created is empty."""
+        registry = registry_with_created()
+        source = JustCollect(registry) if wrap else registry
+        escaping = openmetrics_exposition.UNDERSCORES
+
+        both = render(
+            source,
+            openmetrics=False,
+            escaping=escaping,
+            names=frozenset({"hits_total", "hits_created"}),
+            created=False,
+        )
+        only_created = render(
+            source,
+            openmetrics=False,
+            escaping=escaping,
+            names=frozenset({"hits_created"}),
+            created=False,
+        )
+
+        assert b'hits_total{route="/"} 3.0' in both
+        assert b"_created" not in both
+        assert b"" == only_created
+
+    def test_custom_collectors_too(self, registry):
+        """A custom collector's _created samples are dropped as well."""
+
+        class Custom:
+            def collect(self):
+                family = CounterMetricFamily("jobs", "Jobs.", labels=["queue"])
+                family.add_metric(["a"], 2, created=1700000000.0)
+                yield family
+
+        registry.register(Custom())
+
+        body = self.scrape(Exposition(registry, created=False))
+        served = self.scrape(Exposition(registry))
+
+        assert b'jobs_total{queue="a"} 2.0' in body
+        assert b"jobs_created" not in body
+        assert b'jobs_created{queue="a"} 1.7e+09' in served
+
+    def test_this_endpoint_alone(self):
+        """One endpoint without _created leaves another endpoint, and the process, as they were."""
+        registry = registry_with_created()
+
+        without = self.scrape(Exposition(registry, created=False))
+        with_created = self.scrape(Exposition(registry))
+
+        assert b"hits_created" not in without
+        assert b'hits_created{route="/"}' in with_created
+        assert generate_latest(registry) == with_created
+
+    def scrape(self, exposition):
+        reply = exposition.scrape(
+            authorization=None, accept=None, accept_encoding=None, names=(), spawn=run_now
+        ).result()
+        assert 200 == reply.status
+        return reply.body
 
 
 class TestBasicAuth:

@@ -106,6 +106,21 @@ class TestPushToGateway:
         }
         run(delete_from_gateway(host_port, "team/nightly"))
 
+    def test_created(self, gateway):
+        """created=False pushes no _created series; the default pushes them."""
+        registry = batch_registry()
+        Counter("batch_rows", "Rows.", registry=registry).inc(2)
+
+        run(push_to_gateway(gateway, "created", registry, {"instance": "without"}, created=False))
+        run(pushadd_to_gateway(gateway, "created", registry, {"instance": "with"}))
+        created = pushed(gateway, "batch_rows_created")
+        run(delete_from_gateway(gateway, "created", {"instance": "without"}))
+        run(delete_from_gateway(gateway, "created", {"instance": "with"}))
+
+        assert [(("instance", "with"), ("job", "created"))] == [
+            key for key in created if ("job", "created") in key
+        ]
+
     def test_error_quotes_the_gateway(self, gateway):
         """A refused push raises an error quoting the gateway's answer."""
         with pytest.raises(PushgatewayError, match=r"HTTP 400: .*") as info:

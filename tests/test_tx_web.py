@@ -1,4 +1,4 @@
-"""promloop.tx.web.MetricsResource, without a running reactor (SPEC §4)."""
+"""promloop.tx.web.MetricsResource, without a running reactor (docs/exposition.md)."""
 
 from __future__ import annotations
 
@@ -126,6 +126,17 @@ class TestMetricsResource:
 
         assert 401 == status
         assert headers.getRawHeaders(b"WWW-Authenticate")[0].startswith(b"Basic ")
+
+    def test_created(self, registry, hits, reactor):
+        """created=False drops _created from this resource's answers alone."""
+        _, _, without = scrape(
+            MetricsResource(registry, created=False, reactor=reactor), reactor, request()
+        )
+        _, _, with_created = scrape(MetricsResource(registry, reactor=reactor), reactor, request())
+
+        assert b"hits_total 5.0" in without
+        assert b"hits_created" not in without
+        assert b"hits_created " in with_created
 
     def test_client_gone(self, registry, reactor):
         """A client that disconnects before the render ends gets nothing written."""

@@ -69,9 +69,20 @@ class Format:
     content_type: str
     escaping: str = _UNDERSCORES
 
-    def render(self, registry: Any, names: frozenset[str] | None = None) -> bytes:
-        """Render *registry* in this format, only the samples in *names* if given."""
-        return render(registry, openmetrics=self.openmetrics, escaping=self.escaping, names=names)
+    def render(
+        self, registry: Any, names: frozenset[str] | None = None, *, created: bool = True
+    ) -> bytes:
+        """Render *registry* in this format, only the samples in *names* if given.
+
+        ``created=False`` leaves out the ``_created`` samples.
+        """
+        return render(
+            registry,
+            openmetrics=self.openmetrics,
+            escaping=self.escaping,
+            names=names,
+            created=created,
+        )
 
 
 DEFAULT_FORMAT: Final = Format(openmetrics=False, content_type=CONTENT_TYPE_LATEST)
@@ -246,6 +257,8 @@ class Exposition:
             ``REGISTRY`` by default.
         auth: Credentials every scrape must carry, or None.
         disable_compression: Never gzip, even when the scraper allows it.
+        created: Serve the ``_created`` samples of counters, histograms and
+            summaries; False leaves them out of this endpoint's answers only.
     """
 
     def __init__(
@@ -254,6 +267,7 @@ class Exposition:
         *,
         auth: object = None,  # checked here: untyped callers may pass anything
         disable_compression: bool = False,
+        created: bool = True,
     ) -> None:
         registry = registry_or_default(registry)
         if not callable(getattr(registry, "collect", None)):
@@ -265,6 +279,7 @@ class Exposition:
         self.registry = registry
         self.auth = auth
         self.disable_compression = disable_compression
+        self.created = created
         self._renders = SharedRenders()
 
     def scrape(
@@ -321,7 +336,7 @@ class Exposition:
 
     def _render(self, fmt: Format, names: frozenset[str], compress: bool) -> Reply:
         try:
-            body = fmt.render(self.registry, names or None)
+            body = fmt.render(self.registry, names or None, created=self.created)
         except Exception:  # noqa: BLE001 -- a broken collector is the scraper's 500, and logged
             _log.exception("Rendering the metrics of %r failed.", self.registry)
             return Reply(

@@ -93,6 +93,8 @@ _LABEL_HEADS_KEPT: Final = 64
 _ALLOWUTF8: Final[str] = om.ALLOWUTF8
 _MOVED_TO_GAUGES: Final = ("_created", "_gsum", "_gcount")
 """Samples the text format moves into gauge families of their own."""
+_WITH_CREATED: Final = frozenset({"counter", "histogram", "summary"})
+"""The family types whose ``<name>_created`` sample ``created=False`` drops."""
 
 # prometheus_client's formatting helpers lack annotations: typed once, here.
 _escape_metric_name = cast("Callable[[str, str], str]", om.escape_metric_name)
@@ -281,11 +283,20 @@ def _render_families(families: Iterable[Metric], openmetrics: bool, escaping: st
     return generate_text(_Families(families), escaping=escaping).decode()
 
 
-def _restricted(family: Metric, names: frozenset[str] | None) -> Metric | None:
-    if names is None:
+def _restricted(
+    family: Metric, names: frozenset[str] | None, created: bool = True
+) -> Metric | None:
+    if names is None and created:
         return family
-    samples = [sample for sample in family.samples if sample.name in names]
-    if not samples:
+    dropped = family.name + "_created" if not created and family.type in _WITH_CREATED else None
+    samples = [
+        sample
+        for sample in family.samples
+        if (names is None or sample.name in names) and sample.name != dropped
+    ]
+    if names is None and len(samples) == len(family.samples):
+        return family
+    if not samples and names is not None:
         return None
     restricted = Metric(family.name, family.documentation, family.type, family.unit)
     restricted.samples = samples
@@ -293,18 +304,22 @@ def _restricted(family: Metric, names: frozenset[str] | None) -> Metric | None:
 
 
 def _render_collector(
-    collector: Any, openmetrics: bool, escaping: str, names: frozenset[str] | None
+    collector: Any,
+    openmetrics: bool,
+    escaping: str,
+    names: frozenset[str] | None,
+    created: bool = True,
 ) -> str:
     """Render a collector the fast path does not read, family by family."""
     families = [
         restricted
         for family in collector.collect()
-        if (restricted := _restricted(family, names)) is not None
+        if (restricted := _restricted(family, names, created)) is not None
     ]
     return _render_families(families, openmetrics, escaping) if families else ""
 
 
-def _render_metric(  # noqa: C901, PLR0912 -- one loop, kept flat for speed
+def _render_metric(  # noqa: C901, PLR0912, PLR0915 -- one loop, kept flat for speed
     metric: Any,
     output: _Output,
     pace: Callable[[], None],
@@ -312,6 +327,7 @@ def _render_metric(  # noqa: C901, PLR0912 -- one loop, kept flat for speed
     openmetrics: bool,
     escaping: str,
     names: frozenset[str] | None,
+    created: bool = True,
 ) -> None:
     """Stream one prometheus_client metric (a family) into *output*."""
     spec = _spec(metric, openmetrics, escaping)
@@ -337,6 +353,8 @@ def _render_metric(  # noqa: C901, PLR0912 -- one loop, kept flat for speed
         series = [heads[n] + escape_value(labelvalues[i]) + '"' for n, i in enumerate(order)]
         labels = ",".join(series)
         for sample in child._samples():
+            if not created and sample[0] == "_created":
+                continue
             line = line_of(sample[0])
             if names is not None and line.name not in names:
                 continue
@@ -417,7 +435,11 @@ def _registry_like(registry: object) -> bool:
 
 
 def _render_fast(
-    registry: Any, openmetrics: bool, escaping: str, names: frozenset[str] | None
+    registry: Any,
+    openmetrics: bool,
+    escaping: str,
+    names: frozenset[str] | None,
+    created: bool = True,
 ) -> bytes:
     output = _Output()
     pace = _Pacer(WORK_SECONDS, PAUSE_SECONDS)
@@ -429,12 +451,18 @@ def _render_fast(
         if _streamable(collector):
             try:  # writes to output only once the whole family is read
                 _render_metric(
-                    collector, output, pace, openmetrics=openmetrics, escaping=escaping, names=names
+                    collector,
+                    output,
+                    pace,
+                    openmetrics=openmetrics,
+                    escaping=escaping,
+                    names=names,
+                    created=created,
                 )
                 continue
             except _Unusual:
                 pass
-        output.lines.append(_render_collector(collector, openmetrics, escaping, names))
+        output.lines.append(_render_collector(collector, openmetrics, escaping, names, created))
     if openmetrics:
         output.lines.append(_OM_EOF.decode())
     output.flush()
@@ -442,17 +470,23 @@ def _render_fast(
 
 
 def render_slow(
-    registry: Any, openmetrics: bool, escaping: str, names: frozenset[str] | None
+    registry: Any,
+    openmetrics: bool,
+    escaping: str,
+    names: frozenset[str] | None,
+    created: bool = True,
 ) -> bytes:
     """Render with prometheus_client's formatters alone."""
-    source = registry if names is None else _Families(_filtered(registry, names))
+    source = (
+        registry if names is None and created else _Families(_filtered(registry, names, created))
+    )
     if openmetrics:
         return _generate_openmetrics(source, escaping=escaping)
     return generate_text(source, escaping=escaping)
 
 
-def _filtered(registry: Any, names: frozenset[str]) -> Iterator[Metric]:
-    if _registry_like(registry):
+def _filtered(registry: Any, names: frozenset[str] | None, created: bool) -> Iterator[Metric]:
+    if names is not None and _registry_like(registry):
         target_info, collectors = _collectors(registry, names)
         if target_info is not None:
             yield target_info
@@ -460,13 +494,18 @@ def _filtered(registry: Any, names: frozenset[str]) -> Iterator[Metric]:
     else:
         families = registry.collect()
     for family in families:
-        restricted = _restricted(family, names)
+        restricted = _restricted(family, names, created)
         if restricted is not None:
             yield restricted
 
 
 def render(
-    registry: Any, *, openmetrics: bool, escaping: str, names: frozenset[str] | None = None
+    registry: Any,
+    *,
+    openmetrics: bool,
+    escaping: str,
+    names: frozenset[str] | None = None,
+    created: bool = True,
 ) -> bytes:
     """Render *registry* as prometheus_client would, in text or OpenMetrics.
 
@@ -475,10 +514,14 @@ def render(
         openmetrics: OpenMetrics 1.0.0 rather than the text format.
         escaping: How names outside the legacy character set are written.
         names: Render only the samples with these names (``name[]``).
+        created: Keep the ``_created`` samples of counters, histograms and
+            summaries; False drops them from this render alone, as
+            prometheus_client's process-wide ``disable_created_metrics()``
+            does for its own metrics.
     """
     if _registry_like(registry) and _fast_path_allowed():
-        return _render_fast(registry, openmetrics, escaping, names)
-    return render_slow(registry, openmetrics, escaping, names)
+        return _render_fast(registry, openmetrics, escaping, names, created)
+    return render_slow(registry, openmetrics, escaping, names, created)
 
 
 def _fast_path_allowed() -> bool:

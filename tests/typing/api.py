@@ -227,6 +227,18 @@ def use_tx_web() -> Resource:
     return private if private.isLeaf else MetricsResource()
 
 
+async def use_created() -> None:
+    registry = CollectorRegistry()
+    make_handler(registry, created=False)
+    server = await start_http_server(registry=registry, created=False)
+    await server.close()
+    start_http_server_in_thread(registry=registry, created=False).close()
+    MetricsResource(registry, created=False)
+    await push_to_gateway("pushgateway:9091", "nightly", registry, created=False)
+    await pushadd_to_gateway("pushgateway:9091", "nightly", registry, created=False)
+    make_handler(created="no")  # type: ignore[arg-type]
+
+
 # --- service discovery: promloop.aio.sd -------------------------------------------
 
 

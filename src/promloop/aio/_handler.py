@@ -36,6 +36,7 @@ def make_handler(
     *,
     auth: BasicAuth | BearerToken | None = None,
     disable_compression: bool = False,
+    created: bool = True,
     before_scrape: Sequence[Callable[[], Awaitable[object]]] = (),
     before_scrape_timeout: float = 5.0,
 ) -> Callable[[web.Request], Awaitable[web.Response]]:
@@ -51,6 +52,10 @@ def make_handler(
         auth: A :class:`promloop.BasicAuth` or :class:`promloop.BearerToken`
             that every request must carry; others get 401.
         disable_compression: Never gzip the answer.
+        created: Serve the ``_created`` series of counters, histograms and
+            summaries; False leaves them out of this handler's answers only
+            (prometheus_client's ``disable_created_metrics()`` would drop
+            them from the whole process).
         before_scrape: Coroutine functions, taking no arguments, awaited
             concurrently before each (authorised) scrape, so that gauges can
             be refreshed from async I/O.  One that raises or takes longer
@@ -67,7 +72,9 @@ def make_handler(
 
     .. versionadded:: 26.0.0
     """
-    exposition = Exposition(registry, auth=auth, disable_compression=disable_compression)
+    exposition = Exposition(
+        registry, auth=auth, disable_compression=disable_compression, created=created
+    )
     hooks = BeforeScrape(before_scrape, before_scrape_timeout, registry) if before_scrape else None
 
     async def metrics(request: web.Request) -> web.Response:

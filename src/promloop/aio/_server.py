@@ -120,6 +120,7 @@ async def start_http_server(
     registry: Any = None,
     path: str = "/metrics",
     auth: BasicAuth | BearerToken | None = None,
+    created: bool = True,
     before_scrape: Sequence[Callable[[], Awaitable[object]]] = (),
     before_scrape_timeout: float = 5.0,
 ) -> MetricsHTTPServer:
@@ -140,6 +141,8 @@ async def start_http_server(
         path: Where the metrics are served; it must start with ``/`` and not
             be ``/`` itself.
         auth: Credentials every metrics request must carry.
+        created: Serve the ``_created`` series; False leaves them out of this
+            server's answers only.
         before_scrape: Coroutine functions awaited before each scrape; see
             :func:`make_handler`.
         before_scrape_timeout: Seconds each of them may take.
@@ -153,8 +156,8 @@ async def start_http_server(
             in use); nothing is left open.
 
     .. versionchanged:: 26.0.0
-       *registry*, *path* and *auth*; ``addr=""`` listens on one port for
-       IPv4 and IPv6.
+       *registry*, *path*, *auth* and *created*; ``addr=""`` listens on one
+       port for IPv4 and IPv6.
     """
     if not path.startswith("/") or path == "/":
         msg = f"path= must start with '/' and not be '/' itself, not {path!r}."
@@ -162,6 +165,7 @@ async def start_http_server(
     handler = make_handler(
         registry,
         auth=auth,
+        created=created,
         before_scrape=before_scrape,
         before_scrape_timeout=before_scrape_timeout,
     )

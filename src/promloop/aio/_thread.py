@@ -100,6 +100,7 @@ def start_http_server_in_thread(
     registry: Any = None,
     path: str = "/metrics",
     auth: BasicAuth | BearerToken | None = None,
+    created: bool = True,
     before_scrape: Sequence[Callable[[], Awaitable[object]]] = (),
     before_scrape_timeout: float = 5.0,
 ) -> ThreadedMetricsHTTPServer:
@@ -133,6 +134,7 @@ def start_http_server_in_thread(
                 registry=registry,
                 path=path,
                 auth=auth,
+                created=created,
                 before_scrape=before_scrape,
                 before_scrape_timeout=before_scrape_timeout,
             )

@@ -63,6 +63,7 @@ async def push_to_gateway(
     *,
     auth: BasicAuth | BearerToken | None = None,
     ssl_ctx: ssl.SSLContext | None = None,
+    created: bool = True,
 ) -> None:
     """Replace every metric of the group (*job* and *grouping_key*) with *registry*'s.
 
@@ -78,6 +79,8 @@ async def push_to_gateway(
         auth: Credentials for the gateway.
         ssl_ctx: TLS settings for an ``https://`` gateway; certificates are
             checked in any case.
+        created: Push the ``_created`` series of counters, histograms and
+            summaries; False leaves them out of this push only.
 
     Raises:
         PushgatewayError: The gateway answered with anything but 2xx.
@@ -86,7 +89,7 @@ async def push_to_gateway(
 
     .. versionadded:: 26.0.0
     """
-    await _send("PUT", gateway, job, registry, grouping_key, timeout, auth, ssl_ctx)
+    await _send("PUT", gateway, job, registry, grouping_key, timeout, auth, ssl_ctx, created)
 
 
 async def pushadd_to_gateway(
@@ -98,6 +101,7 @@ async def pushadd_to_gateway(
     *,
     auth: BasicAuth | BearerToken | None = None,
     ssl_ctx: ssl.SSLContext | None = None,
+    created: bool = True,
 ) -> None:
     """Replace only the group's metrics that *registry* has, keeping the others.
 
@@ -105,7 +109,7 @@ async def pushadd_to_gateway(
 
     .. versionadded:: 26.0.0
     """
-    await _send("POST", gateway, job, registry, grouping_key, timeout, auth, ssl_ctx)
+    await _send("POST", gateway, job, registry, grouping_key, timeout, auth, ssl_ctx, created)
 
 
 async def delete_from_gateway(
@@ -123,7 +127,7 @@ async def delete_from_gateway(
 
     .. versionadded:: 26.0.0
     """
-    await _send("DELETE", gateway, job, None, grouping_key, timeout, auth, ssl_ctx)
+    await _send("DELETE", gateway, job, None, grouping_key, timeout, auth, ssl_ctx, True)
 
 
 def group_path(job: str, grouping_key: Mapping[str, str] | None) -> str:
@@ -169,13 +173,17 @@ async def _send(  # noqa: PLR0917 -- the public functions' arguments, passed alo
     timeout: float | None,
     auth: BasicAuth | BearerToken | None,
     ssl_ctx: ssl.SSLContext | None,
+    created: bool,
 ) -> None:
     url = _base_url(gateway) + group_path(job, grouping_key)
     headers = _authorization(auth)
     body = None
     if registry is not None:
         body = await asyncio.get_running_loop().run_in_executor(
-            None, functools.partial(render, registry, openmetrics=False, escaping=UNDERSCORES)
+            None,
+            functools.partial(
+                render, registry, openmetrics=False, escaping=UNDERSCORES, created=created
+            ),
         )
         headers["Content-Type"] = CONTENT_TYPE_PLAIN_0_0_4
     async with (

@@ -42,6 +42,8 @@ class MetricsResource(Resource):
         auth: A :class:`promloop.BasicAuth` or :class:`promloop.BearerToken`
             that every request must carry; others get 401.
         disable_compression: Never gzip the answer.
+        created: Serve the ``_created`` series of counters, histograms and
+            summaries; False leaves them out of this resource's answers only.
         reactor: The reactor whose thread pool renders; the global one by
             default.
 
@@ -60,10 +62,13 @@ class MetricsResource(Resource):
         *,
         auth: BasicAuth | BearerToken | None = None,
         disable_compression: bool = False,
+        created: bool = True,
         reactor: Any = None,
     ) -> None:
         super().__init__()
-        self._exposition = Exposition(registry, auth=auth, disable_compression=disable_compression)
+        self._exposition = Exposition(
+            registry, auth=auth, disable_compression=disable_compression, created=created
+        )
         if reactor is None:
             # Imported here, not at the top: importing the global reactor
             # installs the default one, which must not happen before an
