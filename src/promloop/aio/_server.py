@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from aiohttp import web
 
@@ -24,6 +24,13 @@ if TYPE_CHECKING:
 __all__ = ["MetricsHTTPServer", "Socket", "start_http_server"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+CLOSE_GRACE_SECONDS: Final = 1.0
+"""How long :meth:`MetricsHTTPServer.close` lets scrapes in flight finish before it cuts them.
+
+aiohttp's default is 60 s: a collector stuck in a render would hold an
+application's shutdown that long.
+"""
 
 
 class Socket(NamedTuple):
@@ -173,7 +180,9 @@ async def start_http_server(
     app = web.Application()
     app.router.add_get("/", _root_page(path))
     app.router.add_get(path, handler)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=CLOSE_GRACE_SECONDS
+    )
     await runner.setup()
     sockets: list[socket_module.socket] = []
     try:
