@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import logging
+import weakref
 
 import pytest
 
@@ -288,6 +291,120 @@ class TestMetricsMiddleware:
             registry, "http_server_requests_total", method="GET", route="/users/{id}", status="200"
         )
 
+    def test_keep_alive_connection_frees_each_response(self, registry):
+        """Many requests on one keep-alive connection leave no response behind them.
+
+        Each request is finished when it is, not when its connection closes:
+        memory stays flat however long a client keeps its connection.
+        """
+        responses = []
+        connections = set()
+
+        async def handler(request):
+            connections.add(id(request.transport))
+            response = web.Response(body=b"x" * 1000)
+            responses.append(weakref.ref(response))
+            return response
+
+        async def main():
+            app = web.Application(middlewares=[metrics_middleware(registry=registry)])
+            app.router.add_get("/", handler)
+            runner, base = await serve(app)
+            try:
+                connector = aiohttp.TCPConnector(limit=1)
+                async with aiohttp.ClientSession(connector=connector) as session:
+                    for _ in range(300):
+                        async with session.get(f"{base}/") as response:
+                            await response.read()
+                    await asyncio.sleep(0)  # the last request's task ends
+                    gc.collect()
+                    # Counted while the connection is still open.  aiohttp
+                    # itself keeps the last response until the next request.
+                    return sum(ref() is not None for ref in responses[:-1])
+            finally:
+                await runner.cleanup()
+
+        alive = run(main())
+
+        assert 1 == len(connections)  # one keep-alive connection served them all
+        assert 0 == alive
+        assert 300.0 == value(
+            registry, "http_server_requests_total", method="GET", route="/", status="200"
+        )
+        assert 0.0 == value(registry, "http_server_requests_in_progress", method="GET")
+
+    def test_responses_freed_without_the_cycle_collector(self, registry):
+        """A sent response is freed as soon as its request ends: no reference cycle holds it."""
+        responses = []
+
+        async def handler(request):
+            response = web.Response(text="ok")
+            responses.append(weakref.ref(response))
+            return response
+
+        async def main():
+            app = web.Application(middlewares=[metrics_middleware(registry=registry)])
+            app.router.add_get("/", handler)
+            runner, base = await serve(app)
+            gc.disable()
+            try:
+                async with aiohttp.ClientSession() as session:
+                    for _ in range(20):
+                        async with session.get(f"{base}/") as response:
+                            await response.read()
+                    await asyncio.sleep(0)
+                    return sum(ref() is not None for ref in responses[:-1])
+            finally:
+                gc.enable()
+                await runner.cleanup()
+
+        assert 0 == run(main())
+
+    def test_websocket_is_101(self, registry, caplog):
+        """A WebSocket handler is recorded as 101, and aiohttp logs nothing about it."""
+        received = []
+
+        async def echo(request):
+            ws = web.WebSocketResponse()
+            await ws.prepare(request)
+            async for message in ws:
+                received.append(message.data)
+                await ws.send_str(message.data.upper())
+            return ws
+
+        async def main():
+            app = web.Application(middlewares=[metrics_middleware(registry=registry)])
+            app.router.add_get("/ws", echo)
+            runner, base = await serve(app)
+            try:
+                async with aiohttp.ClientSession() as session:
+                    async with session.ws_connect(f"{base}/ws") as ws:
+                        await ws.send_str("hello")
+                        answer = await ws.receive_str()
+                    # The server's side of the session ends after the client's close.
+                    for _ in range(100):
+                        if value(registry, "http_server_requests_in_progress", method="GET") == 0:
+                            break
+                        await asyncio.sleep(0.01)
+                return answer
+            finally:
+                await runner.cleanup()
+
+        with caplog.at_level(logging.DEBUG):
+            answer = run(main())
+
+        assert "HELLO" == answer
+        assert ["hello"] == received
+        assert [] == [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert 1.0 == value(
+            registry, "http_server_requests_total", method="GET", route="/ws", status="101"
+        )
+        assert (
+            value(registry, "http_server_requests_total", method="GET", route="/ws", status="499")
+            is None
+        )
+        assert 0.0 == value(registry, "http_server_requests_in_progress", method="GET")
+
     def test_clash_leaves_registry_clean(self, registry):
         """A refused prefix registers nothing: the same prefix works once the clash is gone."""
         from prometheus_client import Gauge
@@ -324,18 +441,9 @@ class FakeTransport:
         return self.closing
 
 
-class FakeTask:
-    def __init__(self):
-        self.callbacks = []
-
-    def add_done_callback(self, callback):
-        self.callbacks.append(callback)
-
-
 class FakeRequest:
     def __init__(self, closing=False):
         self.transport = FakeTransport(closing)
-        self.task = FakeTask()
 
 
 class FakeResponse:
@@ -354,17 +462,20 @@ class FakeResponse:
         pass
 
 
-class TestFinishWhenSent:
+class TestDelivery:
     def test_prepare_fails(self):
         """A response that cannot even start (client gone) finishes as 499, once."""
-        from promloop.aio._middleware import _finish_when_sent
+        from promloop.aio._middleware import _Delivery
 
         finished = []
         response = FakeResponse(fail_prepare=True)
-        _finish_when_sent(FakeRequest(), response, finished.append)
+
+        async def main():
+            _Delivery(FakeRequest(), response, finished.append)
+            await response.prepare(None)
 
         with pytest.raises(ConnectionResetError):
-            run(response.prepare(None))
+            run(main())
 
         assert ["499"] == finished
 
@@ -402,3 +513,44 @@ class TestFinishWhenSent:
             registry, "http_server_requests_total", method="GET", route="<unmatched>", status="200"
         )
         assert 0.0 == value(registry, "http_server_requests_in_progress", method="GET")
+
+    def test_client_gone_after_the_last_write(self):
+        """A response written out to a connection that is closing is 499."""
+        from promloop.aio._middleware import _Delivery
+
+        finished = []
+        response = FakeResponse()
+
+        async def main():
+            _Delivery(FakeRequest(closing=True), response, finished.append)
+            await response.prepare(None)
+            await response.write_eof()
+
+        run(main())
+
+        assert ["499"] == finished
+
+    def test_unwraps_only_its_own_wrappers(self):
+        """Once finished, the response loses this middleware's wrappers, and keeps others'."""
+        from promloop.aio._middleware import _Delivery
+
+        finished = []
+        mine, theirs = FakeResponse(), FakeResponse()
+
+        async def outer_prepare(request):
+            pass
+
+        async def outer_write_eof():
+            pass
+
+        async def main():
+            _Delivery(FakeRequest(), mine, finished.append)
+            _Delivery(FakeRequest(), theirs, finished.append)
+            theirs.prepare, theirs.write_eof = outer_prepare, outer_write_eof
+            # Finished when this task ends, unsent, as if another response replaced them.
+
+        run(main())
+
+        assert ["200", "200"] == finished
+        assert {} == {k: v for k, v in vars(mine).items() if k in ("prepare", "write_eof")}
+        assert (outer_prepare, outer_write_eof) == (theirs.prepare, theirs.write_eof)

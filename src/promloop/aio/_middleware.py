@@ -28,6 +28,8 @@ UNMATCHED: Final = "<unmatched>"
 CLIENT_GONE: Final = "499"
 """The status of a request whose client went away, or whose handler was cancelled."""
 
+_SWITCHING_PROTOCOLS: Final = 101
+
 _METHODS: Final = frozenset(
     {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"}
 )
@@ -59,12 +61,16 @@ def metrics_middleware(
       cancelled handler, is status ``499``, never ``500``, even if the handler
       itself returned 200.  An exception is ``500`` (an ``HTTPException`` its
       own status), and is re-raised untouched.
-    - The in-progress gauge comes down on every way out.
+    - A WebSocket handler is status ``101``, and its duration is the whole
+      session.
+    - The in-progress gauge comes down on every way out, and each request is
+      finished as soon as it ends: however many requests a keep-alive
+      connection carries, none of their responses is kept.
 
     Use it as ``web.Application(middlewares=[metrics_middleware(), ...])``:
     first, so that it sees the response that is sent.  (Behind a middleware
-    that replaces the response, a request is finished when its connection
-    ends, with the status of the response the handler gave.)
+    that replaces the response, a request is finished when aiohttp is done
+    with it, with the status of the response the handler gave.)
 
     Args:
         registry: Where the metrics go; the global ``REGISTRY`` by default.
@@ -134,22 +140,18 @@ def metrics_middleware(
         gauge = children.gauge(method)
         gauge.inc()
         started = perf_counter()
-        done = False
 
         def finish(status: str) -> None:
-            nonlocal done
-            if not done:
-                done = True
-                children.duration(method, route).observe(perf_counter() - started)
-                children.requests(method, route, status).inc()
-                gauge.dec()
+            children.duration(method, route).observe(perf_counter() - started)
+            children.requests(method, route, status).inc()
+            gauge.dec()
 
         try:
             response = await handler(request)
         except BaseException as error:
             finish(_status_of_failure(request, error))
             raise
-        _finish_when_sent(request, response, finish)
+        _Delivery(request, response, finish)
         return response
 
     return measure_requests
@@ -202,44 +204,80 @@ def _status_of_failure(request: web.Request, error: BaseException) -> str:
     return "500"
 
 
-def _finish_when_sent(
-    request: web.Request, response: web.StreamResponse, finish: Callable[[str], None]
-) -> None:
-    """Call *finish* once aiohttp has sent the whole response (or failed to).
+class _Delivery:
+    """Call *finish*, once, when aiohttp has sent the whole response (or failed to).
 
     aiohttp sends a returned response after the middleware returns: it calls
     ``prepare()`` then ``write_eof()`` on it.  Wrapping both on this one
     response is the only place where the end of a streamed body is seen.
-    """
-    prepare, write_eof = response.prepare, response.write_eof
 
-    def sending_failed(error: BaseException) -> str:
+    A class rather than closures: closures that name each other form a
+    reference cycle holding the response, which only the cycle collector
+    would free.  Once the request is finished the response is unwrapped, and
+    nothing here refers to it any more.
+    """
+
+    def __init__(
+        self, request: web.Request, response: web.StreamResponse, finish: Callable[[str], None]
+    ) -> None:
+        self._request = request
+        self._response = response
+        self._finish: Callable[[str], None] | None = finish
+        self._prepare = response.prepare
+        self._write_eof = response.write_eof
+        # If an outer middleware answers with another response, this one is
+        # never sent: the request is still finished (with the status this
+        # middleware saw) when aiohttp is done with it -- at the end of the
+        # task aiohttp runs each request in.  (request.task is the
+        # connection's task: on a keep-alive connection it would hold every
+        # response until the client hangs up.)
+        task = asyncio.current_task()
+        if task is not None:  # pragma: no branch -- aiohttp runs each request in a task
+            task.add_done_callback(self._request_ended)
+        # Instance attributes on purpose: only this response is watched.
+        response.prepare = self.prepare  # type: ignore[method-assign]
+        response.write_eof = self.write_eof  # type: ignore[method-assign]
+
+    def _done(self, status: str) -> None:
+        finish, self._finish = self._finish, None
+        if finish is None:  # finished already: aiohttp may call write_eof() again
+            return
+        finish(status)
+        attributes = vars(self._response)
+        if attributes.get("prepare") == self.prepare:
+            del attributes["prepare"]
+        if attributes.get("write_eof") == self.write_eof:
+            del attributes["write_eof"]
+
+    def _request_ended(self, _: object) -> None:
+        self._done(str(self._response.status))
+
+    def _sending_failed(self, error: BaseException) -> str:
         # While sending, a broken connection is the client's; anything else
         # (a header aiohttp refuses, say) is the server's.
         if isinstance(error, ConnectionError):
             return CLIENT_GONE
-        return _status_of_failure(request, error)
+        return _status_of_failure(self._request, error)
 
-    async def prepare_then_note(req: web.BaseRequest) -> AbstractStreamWriter | None:
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
         try:
-            return await prepare(req)
+            return await self._prepare(request)
         except BaseException as error:
-            finish(sending_failed(error))
+            self._done(self._sending_failed(error))
             raise
 
-    async def write_eof_then_finish(data: bytes = b"") -> None:
+    async def write_eof(self, *args: Any, **kwargs: Any) -> None:
+        # Whatever arguments the response's own write_eof() takes: a
+        # WebSocketResponse's takes none.
         try:
-            await write_eof(data)
+            await self._write_eof(*args, **kwargs)
         except BaseException as error:
-            finish(sending_failed(error))
+            self._done(self._sending_failed(error))
             raise
-        finish(CLIENT_GONE if _client_gone(request) else str(response.status))
-
-    # If an outer middleware answers with another response, this one is never
-    # sent: the request is still finished (with the status this middleware
-    # saw) at the latest when its connection ends, so the gauge cannot stay up.
-    request.task.add_done_callback(lambda _: finish(str(response.status)))
-
-    # Instance attributes on purpose: only this response is watched.
-    response.prepare = prepare_then_note  # type: ignore[method-assign,assignment]
-    response.write_eof = write_eof_then_finish  # type: ignore[method-assign]
+        status = self._response.status
+        # A 101 was complete once its headers were sent; the protocol it
+        # switched to (a WebSocket) closes the connection when it is over.
+        if status != _SWITCHING_PROTOCOLS and _client_gone(self._request):
+            self._done(CLIENT_GONE)
+        else:
+            self._done(str(status))
