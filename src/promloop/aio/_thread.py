@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import logging
+import os
 import queue
+import signal
 import threading
 
 from typing import TYPE_CHECKING, Any
@@ -25,6 +28,52 @@ if TYPE_CHECKING:
 __all__ = ["ThreadedMetricsHTTPServer", "start_http_server_in_thread"]
 
 _log = logging.getLogger("promloop")
+
+EXIT_TIMEOUT_SECONDS = 5.0
+"""How long closing the servers still open at exit may take, each."""
+
+# Servers that have not been closed yet.  They are closed at interpreter exit:
+# their daemon threads would otherwise be frozen mid-loop, and a server
+# registered with service discovery would stay registered after its process.
+_open_servers: set[ThreadedMetricsHTTPServer] = set()
+_exit_lock = threading.Lock()
+_exit_hooked = False
+
+
+def _close_open_servers() -> None:
+    for server in list(_open_servers):
+        server.close(timeout=EXIT_TIMEOUT_SECONDS)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    """Close the open servers, then die of SIGTERM as the process would have."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        _close_open_servers()
+    finally:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _close_at_exit(server: ThreadedMetricsHTTPServer, *, on_sigterm: bool) -> None:
+    """Close *server* at interpreter exit, and on SIGTERM if nobody handles it.
+
+    SIGTERM is taken over only where the process would otherwise die at once
+    without running anything (its default action), and only from the main
+    thread, where Python runs signal handlers.  An application that handles
+    SIGTERM itself keeps its handler; exiting normally closes the servers.
+    """
+    global _exit_hooked  # noqa: PLW0603 -- one hook per process
+    with _exit_lock:
+        _open_servers.add(server)
+        if not _exit_hooked:
+            atexit.register(_close_open_servers)
+            _exit_hooked = True
+        if (
+            on_sigterm
+            and threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        ):
+            signal.signal(signal.SIGTERM, _terminate)
 
 
 class ThreadedMetricsHTTPServer:
@@ -86,6 +135,7 @@ class ThreadedMetricsHTTPServer:
         Args:
             timeout: How many seconds to wait for the server's loop at most.
         """
+        _open_servers.discard(self)
         with contextlib.suppress(RuntimeError):  # the loop has ended already
             self._loop.call_soon_threadsafe(self._stop.set)
         self._closed.wait(timeout)
@@ -110,6 +160,12 @@ def start_http_server_in_thread(
     those of :func:`start_http_server`; *before_scrape* hooks run in the
     server's own event loop, in its thread.
 
+    A server that is still open when the interpreter exits is closed then,
+    so that it deregisters from service discovery.  With
+    *service_discovery*, a process whose SIGTERM has its default action
+    (death, with no clean-up) closes its servers first, then dies of SIGTERM
+    as before; a SIGTERM handler of the application's own is left alone.
+
     Returns:
         The running server.
 
@@ -118,7 +174,8 @@ def start_http_server_in_thread(
             is raised here, in the caller, and leaves no thread behind.
 
     .. versionchanged:: 26.0.0
-       Start-up failures are raised in the caller instead of hanging.
+       Start-up failures are raised in the caller instead of hanging; open
+       servers are closed at exit and on SIGTERM.
     """
     started: queue.Queue[tuple[MetricsHTTPServer, asyncio.Event] | BaseException] = queue.Queue()
     closed = threading.Event()
@@ -166,4 +223,6 @@ def start_http_server_in_thread(
         thread.join()
         raise outcome
     server, stop = outcome
-    return ThreadedMetricsHTTPServer(server, thread, loop, stop, closed)
+    threaded = ThreadedMetricsHTTPServer(server, thread, loop, stop, closed)
+    _close_at_exit(threaded, on_sigterm=service_discovery is not None)
+    return threaded
