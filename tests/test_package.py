@@ -12,6 +12,7 @@ import pytest
 
 import promloop
 import promloop.aio
+import promloop.aio.sd
 import promloop.types
 
 
@@ -139,7 +140,7 @@ class TestExports:
 
     def test_unknown_attributes(self):
         """Unknown attributes raise AttributeError naming the module."""
-        for module in (promloop, promloop.aio, promloop.types):
+        for module in (promloop, promloop.aio, promloop.aio.sd, promloop.types):
             with pytest.raises(
                 AttributeError, match=f"module '{module.__name__}' has no attribute 'nope'"
             ):
@@ -192,7 +193,8 @@ class TestMissingExtras:
             ("import promloop.tx.web", "twisted"),
             ("import promloop.aio.web", "aiohttp"),
             ("import promloop; promloop.aio.web", "aiohttp"),
-            ("import promloop.aio.sd", "aiohttp"),
+            ("from promloop.aio.sd import ConsulAgent", "aiohttp"),
+            ("import promloop.aio.sd; promloop.aio.sd.ConsulAgent", "aiohttp"),
             ("import promloop.aio.push", "aiohttp"),
         ],
     )
@@ -204,6 +206,16 @@ class TestMissingExtras:
         assert "ModuleNotFoundError: " in result.stderr
         extra = "consul" if "sd" in code else blocked
         assert f"pip install 'promloop[{extra}]'" in result.stderr
+
+    def test_file_sd_needs_no_framework(self):
+        """FileSD is plain file I/O: it imports without aiohttp, and loads neither framework."""
+        result = run_python(
+            "import sys; sys.modules['aiohttp'] = None\n"
+            "from promloop.aio.sd import FileSD\n"
+            "print(FileSD.__name__, [m for m in ('aiohttp', 'twisted') if sys.modules.get(m)])"
+        )
+
+        assert "FileSD []" == result.stdout.strip(), result.stderr
 
     def test_import_extra(self, monkeypatch):
         """import_extra's message names the package, the extra and who needs it."""

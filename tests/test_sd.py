@@ -1,11 +1,9 @@
-"""promloop.aio.sd: FileSD and ConsulAgent, against a faithful fake agent (SPEC §5)."""
+"""promloop.aio.sd.ConsulAgent, against a faithful fake agent (SPEC §5)."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
 import socket
 import time
 
@@ -14,7 +12,7 @@ import pytest
 
 pytest.importorskip("aiohttp", reason="the no-aiohttp tox environments test the ImportError")
 
-from promloop.aio.sd import ConsulAgent, FileSD, advertised_host
+from promloop.aio.sd import ConsulAgent
 from promloop.aio.web import Socket, start_http_server
 
 from .fake_consul import FakeConsul
@@ -38,115 +36,6 @@ def consul():
     fake = FakeConsul().start()
     yield fake
     fake.close()
-
-
-class TestAdvertisedHost:
-    @pytest.mark.parametrize("wildcard", ["", "0.0.0.0", "::"])  # noqa: S104
-    def test_wildcard_becomes_host_name(self, wildcard):
-        """A server on every interface is advertised by this host's name, never 0.0.0.0 or ::."""
-        assert socket.gethostname() == advertised_host(StandIn(wildcard), None)
-
-    def test_bound_address_and_override(self):
-        """A bound address is advertised as is; address= wins over it."""
-        assert "127.0.0.1" == advertised_host(StandIn("127.0.0.1"), None)
-        assert "metrics.example" == advertised_host(StandIn("127.0.0.1"), "metrics.example")
-
-
-class TestFileSD:
-    def test_writes_and_removes_its_file(self, tmp_path):
-        """The target file holds the server and exactly the labels given; close removes it."""
-        discovery = FileSD(tmp_path, labels={"service": "billing", "env": "test"})
-
-        async def main():
-            deregister = await discovery.register(StandIn(port=9321))
-            files = sorted(p.name for p in tmp_path.iterdir())
-            content = json.loads((tmp_path / files[0]).read_text())
-            await deregister()
-            return files, content
-
-        files, content = run(main())
-
-        assert [f"promloop-127.0.0.1-9321-{os.getpid()}.json"] == files
-        assert [
-            {"targets": ["127.0.0.1:9321"], "labels": {"service": "billing", "env": "test"}}
-        ] == content
-        assert [] == list(tmp_path.iterdir())
-
-    def test_ipv6_and_custom_name(self, tmp_path):
-        """An IPv6 target is bracketed; filename= names the file."""
-
-        async def main():
-            await FileSD(tmp_path, address="::1", filename="mine.json").register(StandIn("::", 80))
-
-        run(main())
-
-        assert [{"targets": ["[::1]:80"], "labels": {}}] == json.loads(
-            (tmp_path / "mine.json").read_text()
-        )
-
-    def test_replaces_atomically(self, tmp_path, monkeypatch):
-        """The file is replaced, never rewritten in place; no temporary file is left behind."""
-        replaced = []
-        real_replace = os.replace
-        monkeypatch.setattr(
-            os, "replace", lambda src, dst: (replaced.append((src, dst)), real_replace(src, dst))
-        )
-
-        run(FileSD(tmp_path, filename="t.json").register(StandIn()))
-
-        [(temporary, final)] = replaced
-        assert str(tmp_path / "t.json") == str(final)
-        assert not str(temporary).endswith((".json", ".yml", ".yaml"))
-        assert ["t.json"] == [p.name for p in tmp_path.iterdir()]
-
-    def test_failed_write_leaves_nothing(self, tmp_path, monkeypatch):
-        """A write that fails leaves neither the file nor a temporary one."""
-
-        def broken_replace(src, dst):
-            raise OSError("disk full")
-
-        monkeypatch.setattr(os, "replace", broken_replace)
-
-        with pytest.raises(OSError, match="disk full"):
-            run(FileSD(tmp_path).register(StandIn()))
-        assert [] == list(tmp_path.iterdir())
-
-    @pytest.mark.parametrize(
-        ("kwargs", "error"),
-        [
-            ({"labels": {"1bad": "x"}}, ValueError),
-            ({"labels": {"__reserved": "x"}}, ValueError),
-            ({"labels": {"ok": 1}}, TypeError),
-            ({"filename": "targets.yml"}, ValueError),
-            ({"filename": "../escape.json"}, ValueError),
-        ],
-    )
-    def test_invalid(self, tmp_path, kwargs, error):
-        """Bad labels or file names fail when FileSD is made, naming the culprit."""
-        with pytest.raises(error, match="FileSD"):
-            FileSD(tmp_path, **kwargs)
-
-    def test_repr(self, tmp_path):
-        """The repr names the directory and the labels."""
-        assert f"FileSD({str(tmp_path)!r}, labels={{'a': 'b'}})" == repr(
-            FileSD(tmp_path, labels={"a": "b"})
-        )
-
-    def test_with_a_server(self, tmp_path):
-        """start_http_server registers the file and removes it on close."""
-
-        async def main():
-            server = await start_http_server(addr="127.0.0.1", service_discovery=FileSD(tmp_path))
-            content = json.loads(next(tmp_path.iterdir()).read_text())
-            registered = server.is_registered
-            await server.close()
-            return server, content, registered
-
-        server, content, registered = run(main())
-
-        assert registered
-        assert [f"127.0.0.1:{server.socket.port}"] == content[0]["targets"]
-        assert [] == list(tmp_path.iterdir())
 
 
 class TestConsulAgent:

@@ -10,6 +10,7 @@ import asyncio
 import ssl
 
 from collections.abc import AsyncIterator, Iterator, Mapping
+from pathlib import Path
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary
@@ -258,12 +259,15 @@ async def use_sd() -> None:
         keep_registered=True,
     )
     file_sd: ServiceDiscovery = FileSD("/run/targets", labels={"env": "prod"}, filename="me.json")
+    slotted: ServiceDiscovery = FileSD(Path("/run/targets"), slot="worker")
     server = await start_http_server(service_discovery=consul)
     await start_http_server(service_discovery=file_sd)
     await server.close()
 
     ConsulAgent(tags="payments")  # type: ignore[arg-type]
     FileSD("/run/targets", labels={"env": 1})  # type: ignore[dict-item]
+    FileSD("/run/targets", slot=0)  # type: ignore[arg-type]
+    print(slotted)
 
 
 # --- loop and reactor health ------------------------------------------------------
