@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import collections.abc
+import contextlib
 import gc
 import linecache
 import logging
@@ -45,6 +47,63 @@ async def cancel_soon(coroutine: object) -> asyncio.Task[object]:
     with pytest.raises(asyncio.CancelledError):
         await task
     return task
+
+
+class Request:
+    """Like what aiohttp's session.get() returns: awaitable, and an async context manager.
+
+    *on_event* is called when the response arrives and when it is released.
+    """
+
+    def __init__(self, on_event=lambda event: None, *, error=None, exit_error=None, suppress=False):
+        self.url = "http://example.invalid/"
+        self.on_event = on_event
+        self.error = error
+        self.exit_error = exit_error
+        self.suppress = suppress
+
+    def headers(self):
+        return {"Accept": "*/*"}
+
+    def __await__(self):
+        return self._respond().__await__()
+
+    async def _respond(self):
+        await asyncio.sleep(0)
+        self.on_event("response")
+        if self.error is not None:
+            raise self.error
+        return "response"
+
+    async def __aenter__(self):
+        return await self._respond()
+
+    async def __aexit__(self, *exc_info):
+        self.on_event("released")
+        if self.exit_error is not None:
+            raise self.exit_error
+        return self.suppress
+
+
+class CoroutineLike(collections.abc.Coroutine):
+    """An awaitable that is a Coroutine without being a native one, as aiohttp's requests are."""
+
+    def __init__(self, value="done", *, waiting=None):
+        self.closed = False
+        self._coroutine = waiting if waiting is not None else succeed(value)
+
+    def send(self, value):
+        return self._coroutine.send(value)
+
+    def throw(self, *args):
+        return self._coroutine.throw(*args)
+
+    def close(self):
+        self.closed = True
+        self._coroutine.close()
+
+    def __await__(self):
+        return self._coroutine.__await__()
 
 
 def sample(metric: object, suffix: str = "", **labels: str) -> float | None:
@@ -540,34 +599,183 @@ class TestTime:
         assert "time() for Histogram 'work_seconds': exemplar= failed" in caplog.text
         assert 1.0 == sample(histogram, "_count")
 
-    def test_other_awaitable_untouched(self, observer, clock):
-        """An awaitable that is neither coroutine nor Future comes back as is, timed as a call."""
+    def test_other_awaitable_awaited(self, observer, clock):
+        """Another awaitable that a plain function returns is measured until it completes."""
+        seen = []
+        request = Request(lambda event: seen.append((event, list(observer.observed))))
+        decorated = aio.time(observer)(lambda: request)
 
-        class RequestContext:
-            """Like aiohttp's session.get(): awaitable, and an async context manager."""
+        async def main():
+            return await decorated()
 
-            def __await__(self):
-                return succeed().__await__()
+        assert "response" == run(main())
+        assert [("response", [])] == seen
+        assert [1.0] == observer.observed
+        assert 2 == clock.reads
 
-            async def __aenter__(self):
-                return "entered"
+    def test_other_awaitable_async_with(self, observer, clock):
+        """An async context manager is measured until its async with block has ended."""
+        seen = []
+        request = Request(lambda event: seen.append((event, list(observer.observed))))
+        decorated = aio.time(observer)(lambda: request)
 
-            async def __aexit__(self, *exc_info):
-                return None
+        async def main():
+            async with decorated() as response:
+                seen.append(("body", list(observer.observed)))
+                return response
 
-        context = RequestContext()
+        assert "response" == run(main())
+        assert [("response", []), ("body", []), ("released", [])] == seen
+        assert [1.0] == observer.observed
 
-        @aio.time(observer)
-        def request():
-            return context
+    def test_other_awaitable_unused(self, observer, clock):
+        """Another awaitable that is neither awaited nor entered records nothing."""
+        aio.time(observer)(Request)()
+        gc.collect()
 
-        async def use():
-            async with request() as entered:
-                return entered
+        assert [] == observer.observed
 
-        assert request() is context
-        assert "entered" == run(use())
+    def test_other_awaitable_attributes(self, observer):
+        """Every other attribute of the awaitable is the awaitable's own."""
+        returned = aio.time(observer)(Request)()
+
+        assert ("http://example.invalid/", {"Accept": "*/*"}) == (
+            returned.url,
+            returned.headers(),
+        )
+        assert isinstance(returned.__wrapped__, Request)
+
+    def test_other_awaitable_repr(self, observer):
+        """The proxy of another awaitable says what it measures."""
+        returned = aio.time(observer)(Request)()
+
+        assert repr(returned).startswith("<promloop measurement of <tests.")
+
+    def test_other_awaitable_raises(self, observer, clock):
+        """Another awaitable that raises is observed, and its exception propagates."""
+        decorated = aio.time(observer)(lambda: Request(error=KeyError("gone")))
+
+        async def main():
+            await decorated()
+
+        with pytest.raises(KeyError, match="gone"):
+            run(main())
+        assert [1.0] == observer.observed
+
+    def test_other_awaitable_awaited_twice(self, observer, clock):
+        """Each await of the same awaitable is a measurement of its own."""
+        returned = aio.time(observer)(Request)()
+
+        async def main():
+            return [await returned, await returned]
+
+        assert ["response", "response"] == run(main())
         assert [1.0, 1.0] == observer.observed
+        assert 4 == clock.reads
+
+    def test_other_awaitable_without_async_with(self, observer):
+        """An awaitable that is no async context manager does not become one."""
+
+        class Awaitable:
+            def __await__(self):
+                return succeed("done").__await__()
+
+        returned = aio.time(observer)(Awaitable)()
+
+        async def enter():
+            async with returned:  # type: ignore[attr-defined]
+                pass
+
+        async def wait():
+            return await returned
+
+        assert not hasattr(returned, "__aenter__")
+        with pytest.raises(TypeError, match="asynchronous context manager"):
+            run(enter())
+        assert "done" == run(wait())
+
+    def test_other_coroutine_as_task(self, observer, clock):
+        """A coroutine-like awaitable stays one: a Task can run it, measured."""
+        decorated = aio.time(observer)(CoroutineLike)
+
+        async def main():
+            returned = decorated("task")
+            assert asyncio.iscoroutine(returned)
+            return await asyncio.create_task(returned)
+
+        assert "task" == run(main())
+        assert [1.0] == observer.observed
+
+    def test_other_coroutine_cancelled(self, observer, clock):
+        """A coroutine-like awaitable cancelled while it runs in a Task is observed."""
+        decorated = aio.time(observer)(lambda: CoroutineLike(waiting=block_forever()))
+
+        run(cancel_soon(decorated()))
+
+        assert [1.0] == observer.observed
+
+    # The application's own coroutine is never awaited either: Python warns about it.
+    @pytest.mark.filterwarnings("ignore:coroutine '.*' was never awaited:RuntimeWarning")
+    def test_other_coroutine_closed(self, observer, clock):
+        """Closing a coroutine-like awaitable before it runs closes it, and records nothing."""
+        returned = aio.time(observer)(CoroutineLike)()
+
+        returned.close()
+
+        assert returned.__wrapped__.closed
+        assert [] == observer.observed
+
+    def test_other_coroutine_closed_while_running(self, observer, clock):
+        """Closing a coroutine-like awaitable that has started ends its measurement."""
+        returned = aio.time(observer)(lambda: CoroutineLike(waiting=block_forever()))()
+
+        async def main():
+            returned.send(None)
+            returned.close()
+
+        run(main())
+        assert [1.0] == observer.observed
+
+    def test_aiohttp_request(self, observer, clock):
+        """Aiohttp's session.get(), awaited, in async with or as a Task, is measured to the end."""
+        aiohttp = pytest.importorskip("aiohttp")
+        from aiohttp import web
+
+        served = []
+
+        async def hello(request):
+            served.append(list(observer.observed))
+            return web.Response(text="hello")
+
+        async def main():
+            app = web.Application()
+            app.router.add_get("/", hello)
+            runner = web.AppRunner(app)
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", 0).start()
+            url = f"http://127.0.0.1:{runner.addresses[0][1]}/"
+            seen = []
+            try:
+                async with aiohttp.ClientSession() as session:
+
+                    @aio.time(observer)
+                    def fetch():
+                        return session.get(url)
+
+                    response = await fetch()
+                    seen.append((await response.text(), list(observer.observed)))
+                    response.release()
+                    async with fetch() as response:
+                        seen.append((await response.text(), list(observer.observed)))
+                    response = await asyncio.create_task(fetch())
+                    response.release()
+            finally:
+                await runner.cleanup()
+            return seen
+
+        assert [("hello", [1.0]), ("hello", [1.0])] == run(main())
+        assert [[], [1.0], [1.0, 1.0]] == served
+        assert [1.0, 1.0, 1.0] == observer.observed
 
     def test_done_future_observed_on_return(self, observer, clock):
         """Await time(metric, future) has observed when it returns, even for a done future."""
@@ -831,6 +1039,43 @@ class TestCountExceptions:
         run(main())
         assert 0 == counter.count
 
+    def test_other_awaitable(self, counter):
+        """Another awaitable counts when awaiting it raises, not when it succeeds."""
+        succeeding = aio.count_exceptions(counter)(Request)
+        failing = aio.count_exceptions(counter)(lambda: Request(error=KeyError()))
+
+        async def main():
+            await succeeding()
+            with pytest.raises(KeyError):
+                await failing()
+
+        run(main())
+        assert 1 == counter.count
+
+    @pytest.mark.parametrize(
+        ("request_options", "raised", "expected"),
+        [
+            ({}, None, 0),
+            ({"error": KeyError()}, None, 1),
+            ({}, KeyError(), 1),
+            ({"suppress": True}, KeyError(), 0),
+            ({"exit_error": KeyError()}, None, 1),
+        ],
+        ids=["success", "enter-fails", "block-raises", "suppressed", "exit-fails"],
+    )
+    def test_other_awaitable_async_with(self, counter, request_options, raised, expected):
+        """An async with block counts when it ends with an exception, unless it is suppressed."""
+        decorated = aio.count_exceptions(counter)(lambda: Request(**request_options))
+
+        async def main():
+            async with decorated():
+                if raised is not None:
+                    raise raised
+
+        with contextlib.suppress(KeyError):
+            run(main())
+        assert expected == counter.count
+
     def test_no_inc(self):
         """A metric without inc() fails at decoration time."""
         with pytest.raises(
@@ -1003,6 +1248,43 @@ class TestTrackInprogress:
         gc.collect()
 
         assert (0, 0) == (gauge.value, gauge.highest)
+
+    def test_other_awaitable(self, gauge):
+        """For another awaitable the gauge is up while it is awaited, and only then."""
+        seen = []
+        decorated = aio.track_inprogress(gauge)(
+            lambda: Request(lambda event: seen.append(gauge.value))
+        )
+
+        async def main():
+            returned = decorated()
+            seen.append(gauge.value)
+            await returned
+
+        run(main())
+        assert [0, 1] == seen
+        assert (0, 1) == (gauge.value, gauge.highest)
+
+    def test_other_awaitable_async_with(self, gauge):
+        """For another awaitable the gauge is up for the whole async with block."""
+        seen = []
+        decorated = aio.track_inprogress(gauge)(
+            lambda: Request(lambda event: seen.append(gauge.value))
+        )
+
+        async def main():
+            async with decorated():
+                seen.append(gauge.value)
+
+        run(main())
+        assert [1, 1, 1] == seen
+        assert 0 == gauge.value
+
+    def test_other_awaitable_unused(self, gauge):
+        """Another awaitable that nobody awaits or enters leaves the gauge down after the call."""
+        aio.track_inprogress(gauge)(Request)()
+
+        assert 0 == gauge.value
 
     def test_missing_dec(self, counter):
         """A metric without dec() fails at decoration time."""

@@ -10,7 +10,14 @@ import pytest
 pytest.importorskip("twisted", reason="the 'no Twisted' tox environments test the ImportError")
 
 from prometheus_client import Counter, Histogram
-from twisted.internet.defer import CancelledError, Deferred, fail, succeed
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    fail,
+    inlineCallbacks,
+    returnValue,
+    succeed,
+)
 from twisted.python.failure import Failure
 
 from promloop import tx
@@ -294,3 +301,77 @@ class TestTrackInprogress:
             TypeError, match=r"track_inprogress\(\) for .*: the metric has no inc\(\)"
         ):
             tx.track_inprogress(observer)  # type: ignore[arg-type]
+
+
+# returnValue() is deprecated since Twisted 24.7, but code written before then still calls it.
+RETURN_VALUE = pytest.mark.filterwarnings(
+    "ignore:twisted.internet.defer.returnValue was deprecated:DeprecationWarning"
+)
+
+
+@RETURN_VALUE
+class TestInlineCallbacks:
+    @pytest.mark.parametrize("exc", [None, BaseException])
+    @pytest.mark.parametrize("below", [True, False], ids=["below", "above"])
+    def test_return_value_not_counted(self, counter, exc, below):
+        """returnValue() is a success for count_exceptions(), above or below @inlineCallbacks."""
+        counted = tx.count_exceptions(counter, exc=exc)
+
+        def lookup():
+            yield succeed(None)
+            returnValue("found")
+
+        decorated = inlineCallbacks(counted(lookup)) if below else counted(inlineCallbacks(lookup))
+
+        assert "found" == result_of(decorated())
+        assert 0 == counter.count
+
+    @pytest.mark.parametrize("below", [True, False], ids=["below", "above"])
+    def test_return_value_timed_and_tracked(self, observer, gauge, clock, below):
+        """time() observes a returnValue() once, and track_inprogress() brings its gauge down."""
+
+        def lookup():
+            yield succeed(None)
+            returnValue(gauge.value)
+
+        def decorate(func):
+            return tx.time(observer)(tx.track_inprogress(gauge)(func))
+
+        decorated = (
+            inlineCallbacks(decorate(lookup)) if below else decorate(inlineCallbacks(lookup))
+        )
+
+        assert 1 == result_of(decorated())
+        assert ([1.0], 0, 1) == (observer.observed, gauge.value, gauge.highest)
+
+    # Twisted warns about a returnValue() outside the generator it ends, with or without promloop.
+    @pytest.mark.filterwarnings(
+        "ignore:returnValue.. in 'finish' causing 'lookup' to exit:DeprecationWarning"
+    )
+    def test_return_value_from_a_helper(self, counter):
+        """A decorated helper that calls returnValue() for its generator is not a failure."""
+
+        @tx.count_exceptions(counter)
+        def finish(value):
+            returnValue(value)
+
+        @inlineCallbacks
+        def lookup():
+            yield succeed(None)
+            finish("found")
+
+        assert "found" == result_of(lookup())
+        assert 0 == counter.count
+
+    def test_failure_below_counted(self, counter):
+        """An exception in a generator below @inlineCallbacks still counts."""
+
+        @inlineCallbacks
+        @tx.count_exceptions(counter)
+        def lookup():
+            yield succeed(None)
+            raise KeyError("missing")
+
+        with pytest.raises(KeyError):
+            result_of(lookup())
+        assert 1 == counter.count

@@ -10,6 +10,8 @@ import pickle
 import pytest
 import wrapt
 
+from prometheus_client import Histogram
+
 from promloop import aio
 
 from .conftest import FakeCounter, FakeGauge, FakeObserver
@@ -65,6 +67,18 @@ def wrapt_sync_decorator(wrapped, instance, args, kwargs):
     return wrapped(*args, **kwargs)
 
 
+@aio.time(FakeObserver())
+@wrapt_sync_decorator
+def module_level_wrapt_function(x: int) -> int:
+    return x
+
+
+@aio.track_inprogress(FakeGauge())
+@functools.lru_cache
+def module_level_cached_function(x: int) -> int:
+    return x
+
+
 if tx is None:
     TX_FUNCTIONS: tuple[object, ...] = ()
 else:
@@ -73,7 +87,28 @@ else:
     def module_level_tx_function(x: int) -> int:
         return x
 
-    TX_FUNCTIONS = (module_level_tx_function,)
+    @tx.count_exceptions(FakeCounter())
+    @wrapt_sync_decorator
+    def module_level_tx_wrapt_function(x: int) -> int:
+        return x
+
+    TX_FUNCTIONS = (module_level_tx_function, module_level_tx_wrapt_function)
+
+
+def recording_decorators(calls: list[tuple[object, tuple[object, ...]]]) -> tuple[object, object]:
+    """Return a sync and an async wrapt decorator that record the instance they are given."""
+
+    @wrapt.decorator
+    def record(wrapped, instance, args, kwargs):
+        calls.append((instance, args))
+        return wrapped(*args, **kwargs)
+
+    @wrapt.decorator
+    async def record_async(wrapped, instance, args, kwargs):
+        calls.append((instance, args))
+        return await wrapped(*args, **kwargs)
+
+    return record, record_async
 
 
 @pytest.mark.parametrize("decorator", _decorators())
@@ -198,6 +233,79 @@ class TestWrapperShape:
         assert inspect.iscoroutinefunction(above)
         assert "work" == below.__name__ == above.__name__
 
+    def test_wrapt_decorator_below_method(self, decorator):
+        """A wrapt decorator below promloop on a method receives the bound instance."""
+        calls: list[tuple[object, tuple[object, ...]]] = []
+        record, record_async = recording_decorators(calls)
+
+        class Service:
+            @decorator()
+            @record_async
+            async def fetch(self, x):
+                return x
+
+            @decorator()
+            @record
+            def compute(self, x):
+                return x
+
+        service = Service()
+
+        assert [1, 2, 3] == [
+            asyncio.run(service.fetch(1)),
+            service.compute(2),
+            Service.compute(service, 3),
+        ]
+        assert [(service, (1,)), (service, (2,)), (service, (3,))] == calls
+        assert inspect.iscoroutinefunction(service.fetch)
+        assert inspect.signature(Service.fetch) == inspect.signature(Service.fetch.__wrapped__)
+        assert "(x)" == str(inspect.signature(service.fetch))
+        assert "fetch" == service.fetch.__name__
+
+    def test_callable_object_attributes(self, decorator):
+        """The attributes of a decorated callable object stay reachable through the wrapper."""
+
+        @decorator()
+        @functools.lru_cache
+        def square(x):
+            return x * x
+
+        assert [4, 4] == [square(2), square(2)]
+        assert 1 == square.cache_info().hits
+        square.cache_clear()
+        assert 0 == square.cache_info().currsize
+        assert "square" == square.__name__
+        assert repr(square).startswith("<promloop wrapper of <functools._lru_cache_wrapper")
+
+    def test_cached_method(self, decorator):
+        """A method cached with functools.lru_cache binds as it does undecorated."""
+
+        class Service:
+            @decorator()
+            @functools.lru_cache  # noqa: B019 -- the test's instances are short-lived
+            def double(self, x):
+                return 2 * x
+
+        service = Service()
+
+        assert [4, 4] == [service.double(2), service.double(2)]
+        assert 1 == Service.double.cache_info().hits
+        service.double.cache_clear()
+        assert 0 == service.double.cache_info().currsize
+
+    def test_callable_object_not_bound(self, decorator):
+        """A callable object that is not a method does not receive the instance, as undecorated."""
+
+        class Echo:
+            def __call__(self, *args):
+                return args
+
+        class Service:
+            echo = decorator()(Echo())
+            partial = decorator()(functools.partial(Echo(), "p"))
+
+        assert [(), ("p",)] == [Service().echo(), Service().partial()]
+
     def test_not_callable(self, decorator):
         """Decorating something that cannot be called fails at once."""
         with pytest.raises(TypeError, match="only callables can be decorated, not 42"):
@@ -207,7 +315,13 @@ class TestWrapperShape:
 class TestPickling:
     def test_module_level_functions(self):
         """Decorated module-level functions pickle by reference, to themselves."""
-        for func in (module_level_coroutine, module_level_function, *TX_FUNCTIONS):
+        for func in (
+            module_level_coroutine,
+            module_level_function,
+            module_level_wrapt_function,
+            module_level_cached_function,
+            *TX_FUNCTIONS,
+        ):
             assert func is pickle.loads(pickle.dumps(func))
         assert 4 == asyncio.run(pickle.loads(pickle.dumps(module_level_coroutine))(2))
 
@@ -255,6 +369,38 @@ class TestMethodsAreMeasured:
 
         assert [1, 2, 3, 4, 5] == results
         assert 5 == len(observer.observed)
+
+    def test_wrapt_decorated_method_labels(self, side, registry):
+        """labels= of a method receives self, with a wrapt decorator below promloop too."""
+        histogram = Histogram("work_seconds", "Work.", ["who"], registry=registry)
+
+        class Service:
+            name = "svc"
+
+            @side.time(histogram, labels=lambda self, x: (self.name,))
+            @wrapt_sync_decorator
+            def work(self, x):
+                return x
+
+        assert 1 == Service().work(1)
+        assert 1.0 == registry.get_sample_value("work_seconds_count", {"who": "svc"})
+
+    def test_wrapt_decorated_method_measured(self, side):
+        """A method below a wrapt decorator is measured on every call, bound or not."""
+        observer = FakeObserver()
+        calls: list[tuple[object, tuple[object, ...]]] = []
+        record, _ = recording_decorators(calls)
+
+        class Service:
+            @side.time(observer)
+            @record
+            def work(self, x):
+                return x
+
+        service = Service()
+
+        assert [1, 2] == [service.work(1), Service.work(service, 2)]
+        assert 2 == len(observer.observed)
 
     def test_proxied_classmethod(self, side):
         """A classmethod inside another decorator's proxy is refused with advice."""

@@ -315,14 +315,35 @@ def is_cancellation(error: BaseException) -> bool:
     return False
 
 
+# Twisted's returnValue() (deprecated since Twisted 24.7, still in use) returns
+# from an @inlineCallbacks generator by raising this class: a success, whatever
+# exc= says.
+_RETURN_CLASSES: Final = (("twisted.internet.defer", "_DefGen_Return"),)
+
+
+def is_return(error: BaseException) -> bool:
+    """Tell whether *error* is a return in disguise (Twisted's ``returnValue()``)."""
+    for module_name, class_name in _RETURN_CLASSES:
+        returned = _loaded_class(module_name, class_name)
+        if returned is not None and isinstance(error, returned):
+            return True
+    return False
+
+
+def returned_value(error: BaseException) -> Any:
+    """Return the value that a return in disguise carries."""
+    return vars(error).get("value")
+
+
 def _is_failure(error: BaseException) -> bool:
-    return not is_cancellation(error)
+    return not (is_cancellation(error) or is_return(error))
 
 
 def exception_filter(who: str, exc: object) -> Callable[[BaseException], bool]:
     """Return the predicate that decides whether an exception is counted.
 
     An empty tuple counts nothing, as ``isinstance()`` and prometheus-async do.
+    A return in disguise never counts.
     """
     if exc is None:
         return _is_failure
@@ -333,6 +354,6 @@ def exception_filter(who: str, exc: object) -> Callable[[BaseException], bool]:
         raise TypeError(msg)
 
     def matches(error: BaseException) -> bool:
-        return isinstance(error, classes)
+        return isinstance(error, classes) and not is_return(error)
 
     return matches

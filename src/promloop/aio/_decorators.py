@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import types
 
+from collections.abc import Awaitable
 from time import perf_counter  # noqa: F401  # pyright: ignore[reportUnusedImport] -- see _GLOBALS
 from typing import TYPE_CHECKING, Any, Final, TypeGuard, overload
 
 from .._probes import Args, Kwargs, counting_recipe, timing_recipe, tracking_recipe
-from .._wrappers import NOT_STARTED, Probe, follow_awaitable, instrument, measure_awaitable
+from .._wrappers import NOT_STARTED, Probe, instrument, measure_awaitable, settle_awaitable
 
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Coroutine
+    from collections.abc import Callable, Coroutine
 
     from ..types import (
         ExceptionTypes,
@@ -41,11 +41,10 @@ __all__ = ["count_exceptions", "time", "track_inprogress"]
 _GLOBALS = globals()
 
 
-# What a plain function may return that is measured until it completes.
-# Any other awaitable (aiohttp's request context managers, for instance) is
-# returned untouched, measured as a plain value: replacing it with a
-# coroutine would break its other protocols (``async with``).
-_PENDING: Final = (types.CoroutineType, asyncio.Future)
+# What a plain function may return that is measured until it completes: a
+# Future, a coroutine, or any other awaitable (aiohttp's session.get(), which
+# a proxy measures while keeping its other abilities, like ``async with``).
+_PENDING: Final = Awaitable
 
 
 def _error_of(future: asyncio.Future[Any]) -> BaseException | None:
@@ -97,11 +96,11 @@ def _is_future(obj: object) -> TypeGuard[asyncio.Future[Any]]:
 
 
 def _settle(probe: Probe, result: Any, state: Any, args: Args, kwargs: Kwargs) -> Any:
-    """Measure a plain function's coroutine or Future until it completes."""
+    """Measure a plain function's awaitable result until it completes."""
     if _is_future(result):
         _watch_future(probe, result, state, args, kwargs)
         return result
-    return follow_awaitable(probe, result, state, args, kwargs)
+    return settle_awaitable(probe, result, state, args, kwargs)
 
 
 def _apply(probe: Probe, awaitable: Any) -> Any:

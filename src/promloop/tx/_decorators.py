@@ -12,8 +12,7 @@ returns the very Deferred it was given, with a callback added.
 
 from __future__ import annotations
 
-import types
-
+from collections.abc import Awaitable
 from time import perf_counter  # noqa: F401  # pyright: ignore[reportUnusedImport] -- see _GLOBALS
 from typing import TYPE_CHECKING, Any, Final, overload
 
@@ -21,7 +20,7 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from .._probes import Args, Kwargs, Recipe, counting_recipe, timing_recipe, tracking_recipe
-from .._wrappers import Probe, compile_recipe, follow_awaitable, instrument
+from .._wrappers import Probe, compile_recipe, instrument, settle_awaitable
 
 
 if TYPE_CHECKING:
@@ -86,11 +85,12 @@ class _DeferredProbe:
         """Measure a plain function's pending result until it fires or completes."""
         if isinstance(result, Deferred):
             return self.watch(result, state, args, kwargs)
-        return follow_awaitable(probe, result, state, args, kwargs)
+        return settle_awaitable(probe, result, state, args, kwargs)
 
 
-# What a plain function may return that is measured until it completes.
-_PENDING: Final = (Deferred, types.CoroutineType)
+# What a plain function may return that is measured until it completes: a
+# Deferred, a coroutine, or any other awaitable (see promloop.aio's).
+_PENDING: Final = Awaitable
 
 
 def _apply(recipe: Recipe, deferred: Any) -> Any:
