@@ -13,6 +13,8 @@ import threading
 import urllib.error
 import urllib.request
 
+from types import SimpleNamespace
+
 import pytest
 
 
@@ -22,7 +24,9 @@ import aiohttp
 import trustme
 
 from aiohttp import web
+from multidict import CIMultiDict
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge
+from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS
 
 from promloop import BasicAuth, BearerToken
 from promloop.aio.web import (
@@ -56,6 +60,21 @@ async def fetch(url, *, method="GET", headers=None, ssl_context=None):
         session.request(method, url, headers=headers or PLAIN, ssl=ssl_context) as response,
     ):
         return response.status, response.headers, await response.read()
+
+
+async def raw_request(base, request_line, *header_lines):
+    """Send a request byte for byte (as no HTTP client would); return (status, body)."""
+    host, port = base.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        head = b"\r\n".join((request_line, b"Host: test", b"Connection: close", *header_lines))
+        writer.write(head + b"\r\n\r\n")
+        answer = await reader.read()
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    status_line, _, rest = answer.partition(b"\r\n")
+    return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2]
 
 
 async def serve_app(app):
@@ -145,7 +164,8 @@ class TestMakeHandler:
 
         assert 200 == status
         assert (
-            "application/openmetrics-text; version=1.0.0; charset=utf-8" == headers["Content-Type"]
+            "application/openmetrics-text; version=1.0.0; charset=utf-8; escaping=underscores"
+            == headers["Content-Type"]
         )
         assert "gzip" == headers["Content-Encoding"]
         assert b"hits_total 7.0" in text
@@ -235,6 +255,73 @@ class TestMakeHandler:
         assert 200 == status
         assert b"hits_total 7.0" in body
 
+    @pytest.mark.parametrize(
+        "authorization",
+        [b"Bearer \xff\xfe", b"Bearer t0k\xe9n", b"Basic \xff", b"\xff t0k3n"],
+        ids=["invalid-utf-8", "latin-1", "basic-invalid-utf-8", "undecodable-scheme"],
+    )
+    def test_undecodable_credentials(self, registry, hits, authorization):
+        """Credentials whose bytes are not UTF-8 get 401, never a 500 and a traceback."""
+
+        async def main():
+            app = web.Application()
+            app.router.add_get("/metrics", make_handler(registry, auth=BearerToken("t0k3n")))
+            runner, base = await serve_app(app)
+            try:
+                return await raw_request(
+                    base, b"GET /metrics HTTP/1.1", b"Authorization: " + authorization
+                )
+            finally:
+                await runner.cleanup()
+
+        status, _ = run(main())
+
+        assert 401 == status
+
+    def test_utf8_token(self, registry, hits):
+        """A non-ASCII token is compared as its UTF-8 bytes, as the Twisted resource does."""
+
+        async def main():
+            app = web.Application()
+            app.router.add_get("/metrics", make_handler(registry, auth=BearerToken("tök€n")))
+            runner, base = await serve_app(app)
+            try:
+                right = await raw_request(
+                    base, b"GET /metrics HTTP/1.1", "Authorization: Bearer tök€n".encode()
+                )
+                latin_1 = await raw_request(
+                    base, b"GET /metrics HTTP/1.1", b"Authorization: Bearer t\xf6k\x80n"
+                )
+            finally:
+                await runner.cleanup()
+            return right, latin_1
+
+        (status, body), (latin_1_status, _) = run(main())
+
+        assert (200, True) == (status, b"hits_total 7.0" in body)
+        assert 401 == latin_1_status
+
+    def test_undecodable_name_filter(self, registry, hits):
+        """A name[] that is not UTF-8 gets 400 once authorised, and 401 before."""
+
+        async def main():
+            app = web.Application()
+            app.router.add_get("/metrics", make_handler(registry, auth=BearerToken("t")))
+            runner, base = await serve_app(app)
+            try:
+                anonymous = await raw_request(base, b"GET /metrics?name[]=%ff HTTP/1.1")
+                authorised = await raw_request(
+                    base, b"GET /metrics?name[]=%ff HTTP/1.1", b"Authorization: Bearer t"
+                )
+            finally:
+                await runner.cleanup()
+            return anonymous, authorised
+
+        (anonymous, _), (authorised, body) = run(main())
+
+        assert (401, 400) == (anonymous, authorised)
+        assert b"name[]" in body
+
     def test_created(self, registry, hits):
         """created=False drops _created from this handler's answers alone."""
 
@@ -263,6 +350,36 @@ class TestMakeHandler:
 
 
 class TestServerStats:
+    def test_stand_in_request(self):
+        """A stand-in request with nothing but headers is served; the body is bytes."""
+        response = run(server_stats(SimpleNamespace(headers=CIMultiDict())))
+
+        assert CONTENT_TYPE_LATEST == response.headers["Content-Type"]
+        assert "text/plain" == response.content_type
+        assert isinstance(response.body, bytes)
+        assert b"python_info" in response.body
+
+    def test_stand_in_request_openmetrics(self):
+        """A stand-in request's Accept header is negotiated as a real one's."""
+        accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+
+        response = run(server_stats(SimpleNamespace(headers=CIMultiDict(Accept=accept))))
+
+        assert OPENMETRICS + "; escaping=underscores" == response.headers["Content-Type"]
+        assert response.body.endswith(b"# EOF\n")
+
+    def test_stand_in_request_with_a_plain_dict(self, registry, hits):
+        """A plain dict of headers is looked up case-insensitively, as HTTP headers are."""
+        handler = make_handler(registry, auth=BearerToken("t"))
+        headers = {"authorization": "Bearer t", "accept": "text/plain;version=0.0.4"}
+
+        refused = run(handler(SimpleNamespace(headers={})))
+        response = run(handler(SimpleNamespace(headers=headers)))
+
+        assert 401 == refused.status
+        assert "text/plain; version=0.0.4; charset=utf-8" == response.headers["Content-Type"]
+        assert b"hits_total 7.0" in response.body
+
     def test_global_registry(self):
         """server_stats serves prometheus_client's global registry."""
 
@@ -321,7 +438,7 @@ class TestStartHttpServer:
             assert "::" == sock.getsockname()[0]
 
     def test_all_interfaces_url(self, registry, monkeypatch):
-        """A server on every interface reports "::" and brackets it in its URL."""
+        """A server on every interface reports "::", and names this host in its URLs."""
         import promloop.aio._sockets as module
 
         def dual_stack_on_loopback(port):  # listens on loopback, reports "::"
@@ -343,7 +460,25 @@ class TestStartHttpServer:
 
         assert 200 == status
         assert "::" == server.socket.addr
-        assert f"http://[::]:{server.socket.port}/" == server.url
+        assert f"http://{socket.gethostname()}:{server.socket.port}/" == server.url
+        assert f"http://{socket.gethostname()}:{server.socket.port}/metrics" == server.metrics_url
+
+    def test_ipv6_url(self, registry, hits):
+        """An IPv6 address is bracketed in the server's URLs, which open."""
+        if not socket.has_ipv6:  # pragma: no cover
+            pytest.skip("this host has no IPv6")
+
+        async def main():
+            server = await start_http_server(addr="::1", registry=registry)
+            try:
+                return server, await fetch(server.metrics_url)
+            finally:
+                await server.close()
+
+        server, (status, _, body) = run(main())
+
+        assert f"http://[::1]:{server.socket.port}/metrics" == server.metrics_url
+        assert (200, True) == (status, b"hits_total 7.0" in body)
 
     def test_name_with_two_addresses(self, registry, hits):
         """A name that resolves to several addresses is served on all, on one port."""
@@ -500,22 +635,34 @@ class TestStartHttpServer:
         assert port_is_free(server.socket.port)
 
     def test_auth(self, registry, hits):
-        """auth= protects the metrics path but not the root page."""
+        """With auth=, every path answers 401 without valid credentials, before 404 or 405."""
+        auth = BasicAuth("prom", "pw")
+        wrong = {"Authorization": BasicAuth("prom", "wrong").authorization(), **PLAIN}
+        right = {"Authorization": auth.authorization(), **PLAIN}
 
         async def main():
-            server = await start_http_server(
-                addr="127.0.0.1", registry=registry, auth=BasicAuth("prom", "pw")
-            )
+            server = await start_http_server(addr="127.0.0.1", registry=registry, auth=auth)
+            base = server.url.rstrip("/")
             try:
-                return await fetch(server.url), await fetch(server.metrics_url)
+                refused = [
+                    await fetch(f"{base}{path}", method=method, headers=headers)
+                    for path in ("/", "/metrics", "/nowhere")
+                    for method in ("GET", "HEAD", "POST")
+                    for headers in (PLAIN, wrong)
+                ]
+                allowed = [
+                    (await fetch(f"{base}{path}", headers=right))[0]
+                    for path in ("/", "/metrics", "/nowhere")
+                ]
             finally:
                 await server.close()
+            return refused, allowed
 
-        (root_status, _, _), (status, headers, _) = run(main())
+        refused, allowed = run(main())
 
-        assert 200 == root_status
-        assert 401 == status
-        assert headers["WWW-Authenticate"].startswith("Basic ")
+        assert [401] * 18 == [status for status, _, _ in refused]
+        assert all(headers["WWW-Authenticate"].startswith("Basic ") for _, headers, _ in refused)
+        assert [200, 200, 404] == allowed
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,9 @@
-"""End to end: a real Prometheus scrapes every promloop mount point (SPEC §4, §6).
+"""End to end: a real Prometheus scrapes every promloop mount point (docs/exposition.md).
 
 Debian's ``prometheus`` scrapes the in-loop aiohttp server (in an asyncio
 app), the threaded server (in this process), a threaded server behind basic
-auth, and MetricsResource (in a Twisted app); the assertions go through
+auth, and MetricsResource (in a Twisted app: under twisted.web, under Klein,
+and behind twisted.web's gzip wrapper); the assertions go through
 Prometheus's HTTP API.  ``promtool check metrics`` lints the text output.
 """
 
@@ -26,7 +27,8 @@ from promloop import BasicAuth
 from promloop._exposition import gzip_accepted, negotiate
 from promloop.aio.web import start_http_server_in_thread
 
-from .peers import app, http_get, prometheus, require_binary, wait_for
+from .accept_headers import PROMETHEUS_2_42, REAL_ACCEPT_HEADERS, VICTORIA_METRICS
+from .peers import app, http_get, prometheus, require_binary, victoria_metrics, wait_for
 
 
 pytestmark = pytest.mark.e2e
@@ -65,9 +67,10 @@ class TestPrometheusScrapes:
                     ),
                     static("twisted", tx_app["port"]),
                     static("klein", tx_app["klein_port"]),
+                    static("twisted-gzip", tx_app["gzip_port"]),
                 ]
                 with prometheus(tmp_path, scrape_configs) as server:
-                    targets = server.wait_until_up(5)
+                    targets = server.wait_until_up(6)
                     values = {
                         "inloop /a": server.value('e2e_request_seconds_count{route="/a"}'),
                         "inloop failures": server.value("e2e_request_failures_total"),
@@ -79,12 +82,15 @@ class TestPrometheusScrapes:
                         ),
                         "twisted": server.value('e2e_render_seconds_count{job="twisted"}'),
                         "klein": server.value('e2e_render_seconds_count{job="klein"}'),
+                        "twisted-gzip": server.value(
+                            'e2e_render_seconds_count{job="twisted-gzip"}'
+                        ),
                     }
         finally:
             threaded.close()
             protected.close()
 
-        assert {"inloop", "threaded", "protected", "twisted", "klein"} == {
+        assert {"inloop", "threaded", "protected", "twisted", "klein", "twisted-gzip"} == {
             t["labels"]["job"] for t in targets
         }
         assert all("" == t["lastError"] for t in targets)
@@ -97,6 +103,7 @@ class TestPrometheusScrapes:
             "queue": 3.0,
             "twisted": 2.0,
             "klein": 2.0,
+            "twisted-gzip": 2.0,
         } == values
 
     def test_wrong_credentials_are_refused(self, tmp_path, threaded_registry):
@@ -126,37 +133,57 @@ class TestPrometheusScrapes:
         assert "401" in target["lastError"]
 
 
+class Recorder(BaseHTTPRequestHandler):
+    """Answer any scrape with one gauge, and remember the headers it came with."""
+
+    seen: list[tuple[str | None, str | None]]
+
+    def do_GET(self):
+        self.seen.append((self.headers.get("Accept"), self.headers.get("Accept-Encoding")))
+        body = b"# TYPE probe gauge\nprobe 1\n"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def captured_headers(scraper, tmp_path):
+    """Return the (Accept, Accept-Encoding) of the first scrape *scraper* makes."""
+    seen: list[tuple[str | None, str | None]] = []
+    handler = type("Recording", (Recorder,), {"seen": seen})
+    recorder = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=recorder.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with scraper(tmp_path, [static("capture", recorder.server_address[1])]) as server:
+            server.wait_until_up(1)
+    finally:
+        recorder.shutdown()
+        recorder.server_close()
+    return seen[0]
+
+
 class TestNegotiationWithPrometheus:
     def test_prometheus_gets_openmetrics(self, tmp_path):
-        """The Accept header this Prometheus really sends gets OpenMetrics, gzipped."""
-        seen: list[tuple[str | None, str | None]] = []
+        """The Accept header this Prometheus sends is the table's, and gets OpenMetrics, gzipped."""
+        accept, accept_encoding = captured_headers(prometheus, tmp_path)
 
-        class Recorder(BaseHTTPRequestHandler):
-            def do_GET(self):
-                seen.append((self.headers.get("Accept"), self.headers.get("Accept-Encoding")))
-                body = b"# TYPE probe gauge\nprobe 1\n"
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        recorder = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
-        thread = threading.Thread(target=recorder.serve_forever, daemon=True)
-        thread.start()
-        try:
-            with prometheus(tmp_path, [static("capture", recorder.server_address[1])]) as server:
-                server.wait_until_up(1)
-        finally:
-            recorder.shutdown()
-            recorder.server_close()
-
-        accept, accept_encoding = seen[0]
-        assert negotiate(accept).openmetrics, accept
+        assert PROMETHEUS_2_42 == accept
+        assert REAL_ACCEPT_HEADERS["prometheus-2.42"].content_type == negotiate(accept).content_type
         assert gzip_accepted(accept_encoding), accept_encoding
+
+    def test_victoria_metrics_gets_text(self, tmp_path):
+        """The Accept header VictoriaMetrics sends is the table's, and gets text 0.0.4."""
+        accept, _ = captured_headers(victoria_metrics, tmp_path)
+
+        assert VICTORIA_METRICS == accept
+        assert (
+            REAL_ACCEPT_HEADERS["victoria-metrics"].content_type == negotiate(accept).content_type
+        )
 
 
 class TestPromtool:

@@ -29,29 +29,19 @@ from promloop import BasicAuth, BearerToken
 from promloop._exposition import (
     DEFAULT_FORMAT,
     Exposition,
+    Guard,
     Reply,
     SharedRenders,
     gzip_accepted,
     negotiate,
+    requested_names,
 )
 from promloop._render import render
 
+from .accept_headers import OPENMETRICS_0_0_1, PROMETHEUS_2_42
 
-PROMETHEUS_2 = (
-    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
-    "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
-)
-PROMETHEUS_2_TEXT_ONLY = "text/plain;version=0.0.4;q=1,*/*;q=0.1"
-PROMETHEUS_3 = (
-    "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.5,"
-    "application/openmetrics-text;version=0.0.1;q=0.4,"
-    "text/plain;version=1.0.0;escaping=allow-utf-8;q=0.3,text/plain;version=0.0.4;q=0.2,*/*;q=0.1"
-)
-PROMETHEUS_PROTOBUF_FIRST = (
-    "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;"
-    "q=0.7,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
-)
-FIREFOX = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8"
+
+UNDERSCORES = "; escaping=underscores"
 
 
 def run_now(work):
@@ -60,32 +50,27 @@ def run_now(work):
 
 
 class TestNegotiate:
+    """Real scrapers' headers are in tests/test_negotiation.py; here, the edge cases."""
+
     @pytest.mark.parametrize(
         ("accept", "content_type"),
         [
-            (None, CONTENT_TYPE_LATEST),
             ("", CONTENT_TYPE_LATEST),
-            ("*/*", CONTENT_TYPE_LATEST),
-            (FIREFOX, CONTENT_TYPE_LATEST),
-            (PROMETHEUS_2, OPENMETRICS),
-            (PROMETHEUS_2_TEXT_ONLY, CONTENT_TYPE_PLAIN_0_0_4),
-            (PROMETHEUS_3, OPENMETRICS + "; escaping=allow-utf-8"),
-            (PROMETHEUS_PROTOBUF_FIRST, CONTENT_TYPE_PLAIN_0_0_4),
-            ("application/openmetrics-text; version=0.0.1", OPENMETRICS),
-            ("Application/OpenMetrics-Text", OPENMETRICS),
+            ("Application/OpenMetrics-Text", OPENMETRICS + UNDERSCORES),
+            ("application/openmetrics-text; version=0.0.1", OPENMETRICS_0_0_1),
             ("application/openmetrics-text;q=0,text/plain;version=0.0.4", CONTENT_TYPE_PLAIN_0_0_4),
             ("application/openmetrics-text;q=0", CONTENT_TYPE_LATEST),
+            ("text/plain;version=0.0.4;q=0,application/json", CONTENT_TYPE_LATEST),
             (
                 "application/openmetrics-text;q=0.5,text/plain;version=0.0.4;q=0.5",
                 CONTENT_TYPE_PLAIN_0_0_4,
             ),
-            ("text/plain;version=1.0.0", CONTENT_TYPE_PLAIN_1_0_0),
             (
-                "text/plain;version=1.0.0;escaping=dots",
+                'text/plain; version="1.0.0"; escaping="dots"',
                 CONTENT_TYPE_PLAIN_1_0_0 + "; escaping=dots",
             ),
-            ("text/plain;version=1.0.0;escaping=bogus", CONTENT_TYPE_PLAIN_1_0_0),
-            ("text/plain", CONTENT_TYPE_LATEST),
+            ("text/plain;version=0.0.4;escaping=dots", CONTENT_TYPE_PLAIN_0_0_4),
+            ("application/openmetrics-text;version=0.0.1;escaping=dots", OPENMETRICS_0_0_1),
             ("text/*;q=0.9,application/openmetrics-text;q=0.8", CONTENT_TYPE_LATEST),
             (
                 "application/openmetrics-text;q=abc,text/plain;version=0.0.4",
@@ -94,23 +79,16 @@ class TestNegotiate:
             ("application/json", CONTENT_TYPE_LATEST),
         ],
         ids=[
-            "none",
             "empty",
-            "curl",
-            "browser",
-            "prometheus-2",
-            "prometheus-2-text-only",
-            "prometheus-3",
-            "prometheus-protobuf-first",
-            "openmetrics-0.0.1",
             "case-insensitive",
+            "openmetrics-0.0.1",
             "openmetrics-q0",
             "only-openmetrics-q0",
+            "text-q0-is-never",
             "tie-goes-to-text",
-            "text-1.0.0",
-            "text-1.0.0-escaping",
-            "text-1.0.0-unknown-escaping",
-            "text-no-version",
+            "quoted-parameters",
+            "no-escaping-on-0.0.4",
+            "no-escaping-on-0.0.1",
             "text-wildcard-preferred",
             "malformed-q-ignored",
             "unsupported-type",
@@ -120,11 +98,10 @@ class TestNegotiate:
         """The chosen format is announced with the content type a scraper expects."""
         assert content_type == negotiate(accept).content_type
 
-    def test_openmetrics_flag(self):
-        """OpenMetrics is chosen only when preferred, and renders OpenMetrics."""
-        assert negotiate(PROMETHEUS_2).openmetrics
-        assert not negotiate(PROMETHEUS_PROTOBUF_FIRST).openmetrics
+    def test_default(self):
+        """No Accept header gets prometheus-async's answer, CONTENT_TYPE_LATEST exactly."""
         assert DEFAULT_FORMAT == negotiate(None)
+        assert CONTENT_TYPE_LATEST == DEFAULT_FORMAT.content_type
 
     def test_escaping(self):
         """A requested escaping scheme is applied to UTF-8 names."""
@@ -160,6 +137,82 @@ class TestGzipAccepted:
     def test_header(self, header, accepted):
         """Gzip is used when Accept-Encoding allows it, q-values honoured."""
         assert accepted is gzip_accepted(header)
+
+
+class TestRequestedNames:
+    @pytest.mark.parametrize(
+        ("query", "names"),
+        [
+            ("", set()),
+            ("name[]=a", {"a"}),
+            ("name%5B%5D=a&name[]=b&name[]=a", {"a", "b"}),
+            ("other=x&name[]=a+b&name[]=c%20d", {"a b", "c d"}),
+            ("name[]=&name[]", {""}),
+            ("name[]=%C3%A9t%C3%A9", {"été"}),
+            (b"name[]=%C3%A9&x=%ff", {"é"}),
+            ("name[]=\udcc3\udca9", {"é"}),
+        ],
+        ids=[
+            "none",
+            "one",
+            "encoded-key-and-repeats",
+            "plus-and-percent",
+            "empty",
+            "utf-8-encoded",
+            "bytes-other-params-ignored",
+            "text-from-raw-bytes",
+        ],
+    )
+    def test_values(self, query, names):
+        """name[] values are percent-decoded as UTF-8, whatever else the query holds."""
+        assert names == requested_names(query)
+
+    @pytest.mark.parametrize("query", ["name[]=%ff", b"name[]=%C3", "name[]=\ud800"])
+    def test_not_utf_8(self, query):
+        """A value that is not UTF-8, or text no bytes decode to, is refused."""
+        with pytest.raises(ValueError):
+            requested_names(query)
+
+
+class TestGuard:
+    @pytest.mark.parametrize(
+        "authorization",
+        [
+            b"Bearer t\xf6k\xe9n",
+            "Bearer t\udcf6k",
+            "Bearer \ud800",
+            b"\xff",
+            "Bearer tök€n ",
+            "Bearer tök€n!".encode().decode("latin-1"),
+        ],
+        ids=[
+            "latin-1-bytes",
+            "surrogate-escaped",
+            "lone-surrogate",
+            "garbage",
+            "utf-8-text-wrong-token",
+            "mojibake",
+        ],
+    )
+    def test_refuses_without_raising(self, authorization):
+        """Undecodable or wrong credentials are refused with 401, never an exception."""
+        reply = Guard(BearerToken("tök€n!")).refusal(authorization)
+
+        assert reply is not None
+        assert 401 == reply.status
+
+    @pytest.mark.parametrize(
+        "authorization",
+        ["Bearer tök€n", "Bearer tök€n".encode(), b"bearer  t\xc3\xb6k\xe2\x82\xacn "],
+        ids=["text", "bytes", "bytes-lowercase-scheme"],
+    )
+    def test_one_rule_for_text_and_bytes(self, authorization):
+        """A UTF-8 token is accepted as text (aiohttp) and as raw bytes (Twisted) alike."""
+        assert None is Guard(BearerToken("tök€n")).refusal(authorization)
+
+    def test_no_auth(self):
+        """Without credentials configured, every request passes."""
+        assert None is Guard(None).refusal(None)
 
 
 class TestSharedRenders:
@@ -283,14 +336,14 @@ class TestSharedRenders:
         for value in range(50):
             gauge.set(value)
             reply = exposition.scrape(
-                authorization=None, accept=None, accept_encoding=None, names=(), spawn=spawn
+                authorization=None, accept=None, accept_encoding=None, query="", spawn=spawn
             ).result(timeout=10)
             assert f"value {float(value)}".encode() in reply.body
 
 
 class TestExposition:
     def scrape(self, exposition, **headers):
-        arguments = {"authorization": None, "accept": None, "accept_encoding": None, "names": ()}
+        arguments = {"authorization": None, "accept": None, "accept_encoding": None, "query": ""}
         arguments.update(headers)
         return exposition.scrape(**arguments, spawn=run_now).result()
 
@@ -314,7 +367,7 @@ class TestExposition:
         """An OpenMetrics scrape gets OpenMetrics, ending in # EOF."""
         Counter("hits", "Hits.", registry=registry).inc()
 
-        reply = self.scrape(Exposition(registry), accept=PROMETHEUS_2)
+        reply = self.scrape(Exposition(registry), accept=PROMETHEUS_2_42)
 
         assert reply.body.endswith(b"# EOF\n")
 
@@ -338,7 +391,7 @@ class TestExposition:
         Counter("hits", "Hits.", registry=registry).inc()
         Gauge("temperature", "Temperature.", registry=registry).set(20)
 
-        reply = self.scrape(Exposition(registry), names=["temperature"])
+        reply = self.scrape(Exposition(registry), query="name[]=temperature")
 
         assert b"temperature 20.0" in reply.body
         assert b"hits" not in reply.body
@@ -353,10 +406,28 @@ class TestExposition:
             def collect(self):
                 return registry.collect()
 
-        reply = self.scrape(Exposition(JustCollect()), names=["temperature"])
+        reply = self.scrape(Exposition(JustCollect()), query="name%5B%5D=temperature")
 
         assert b"temperature 20.0" in reply.body
         assert b"hits" not in reply.body
+
+    def test_name_not_utf_8(self, registry):
+        """A name[] that is not UTF-8 gets 400, once the credentials are accepted."""
+        exposition = Exposition(registry, auth=BearerToken("t"))
+
+        anonymous = self.scrape(exposition, query=b"name[]=%ff")
+        authorised = self.scrape(exposition, query=b"name[]=%ff", authorization=b"Bearer t")
+
+        assert (401, 400) == (anonymous.status, authorised.status)
+
+    def test_compressed_elsewhere(self, registry):
+        """may_compress=False leaves the body uncompressed, for a wrapper to compress."""
+        Counter("hits", "Hits.", registry=registry).inc()
+
+        reply = self.scrape(Exposition(registry), accept_encoding=b"gzip", may_compress=False)
+
+        assert "Content-Encoding" not in dict(reply.headers)
+        assert b"hits_total 1.0" in reply.body
 
     def test_render_failure(self, registry, caplog):
         """A collector that raises gives a 500, and the traceback goes to the log."""
@@ -534,7 +605,7 @@ class TestCreated:
 
     def scrape(self, exposition):
         reply = exposition.scrape(
-            authorization=None, accept=None, accept_encoding=None, names=(), spawn=run_now
+            authorization=None, accept=None, accept_encoding=None, query="", spawn=run_now
         ).result()
         assert 200 == reply.status
         return reply.body

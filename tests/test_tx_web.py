@@ -9,13 +9,16 @@ import pytest
 
 pytest.importorskip("twisted", reason="the no-Twisted tox environments test the ImportError")
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
-from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET
+from twisted.web.http import parse_qs
+from twisted.web.resource import EncodingResourceWrapper, Resource
+from twisted.web.server import NOT_DONE_YET, GzipEncoderFactory, Site
 from twisted.web.test.requesthelper import DummyRequest
 
-from promloop import BasicAuth
+from promloop import BasicAuth, BearerToken
 from promloop.tx.web import MetricsResource
 
 
@@ -44,12 +47,15 @@ class FakeReactor:
             self.pool.queued.pop(0)()
 
 
-def request(method=b"GET", *, args=None, **headers):
+def request(method=b"GET", *, query=b"", **headers):
+    """Return a request as twisted.web makes it: raw URI, parsed args, raw header bytes."""
     dummy = DummyRequest([b"metrics"])
     dummy.method = method
-    dummy.args = args or {}
+    dummy.uri = b"/metrics?" + query if query else b"/metrics"
+    dummy.args = parse_qs(query, keep_blank_values=True)
     for name, value in headers.items():
-        dummy.requestHeaders.addRawHeader(name.replace("_", "-").encode(), value.encode())
+        raw = value if isinstance(value, bytes) else value.encode()
+        dummy.requestHeaders.addRawHeader(name.replace("_", "-").encode(), raw)
     return dummy
 
 
@@ -106,7 +112,7 @@ class TestMetricsResource:
             resource,
             reactor,
             request(
-                args={b"name[]": [b"hits_total"]},
+                query=b"name%5B%5D=hits_total",
                 Accept="application/openmetrics-text;version=1.0.0",
                 Accept_Encoding="gzip",
             ),
@@ -137,6 +143,61 @@ class TestMetricsResource:
         assert b"hits_total 5.0" in without
         assert b"hits_created" not in without
         assert b"hits_created " in with_created
+
+    def test_undecodable_name_before_credentials(self, registry, hits, reactor):
+        """Credentials come first: an anonymous request with a non-UTF-8 name[] gets 401."""
+        resource = MetricsResource(registry, auth=BearerToken("t"), reactor=reactor)
+
+        anonymous, _, _ = scrape(resource, reactor, request(query=b"name[]=%ff"))
+        authorised, _, body = scrape(
+            resource, reactor, request(query=b"name[]=%ff", Authorization="Bearer t")
+        )
+
+        assert (401, 400) == (anonymous, authorised)
+        assert b"name[]" in body
+
+    def test_utf8_token(self, registry, hits, reactor):
+        """A non-ASCII token is compared as its UTF-8 bytes, as the aiohttp handler does."""
+        resource = MetricsResource(registry, auth=BearerToken("tök€n"), reactor=reactor)
+
+        status, _, body = scrape(resource, reactor, request(Authorization="Bearer tök€n".encode()))
+        undecodable, _, _ = scrape(resource, reactor, request(Authorization=b"Bearer \xff"))
+
+        assert (200, True) == (status, b"hits_total 5.0" in body)
+        assert 401 == undecodable
+
+    @pytest.mark.parametrize("method", [b"GET", b"HEAD"])
+    def test_behind_gzip_encoding_wrapper(self, registry, hits, reactor, method):
+        """Behind EncodingResourceWrapper(GzipEncoderFactory), the body is gzipped once.
+
+        A real twisted.web site parses the request and encodes the answer,
+        over a transport in memory (no reactor runs).
+        """
+        root = Resource()
+        root.putChild(
+            b"metrics",
+            EncodingResourceWrapper(
+                MetricsResource(registry, reactor=reactor), [GzipEncoderFactory()]
+            ),
+        )
+        channel = Site(root, reactor=Clock()).buildProtocol(None)
+        transport = StringTransport()
+        channel.makeConnection(transport)
+
+        channel.dataReceived(
+            method + b" /metrics HTTP/1.0\r\nHost: test\r\nAccept-Encoding: gzip\r\n\r\n"
+        )
+        reactor.run_pool()
+        head, _, body = transport.value().partition(b"\r\n\r\n")
+        headers = [line.lower() for line in head.split(b"\r\n")[1:]]
+
+        assert head.startswith(b"HTTP/1.0 200 ")
+        assert [b"content-encoding: gzip"] == [h for h in headers if h.startswith(b"content-enc")]
+        assert not [h for h in headers if h.startswith(b"content-length")]
+        if method == b"GET":
+            assert generate_latest(registry) == gzip.decompress(body)
+        else:
+            assert b"" == body
 
     def test_client_gone(self, registry, reactor):
         """A client that disconnects before the render ends gets nothing written."""

@@ -1,4 +1,12 @@
-"""Credentials that protect a metrics endpoint, independent of any web framework."""
+"""Credentials that protect a metrics endpoint, independent of any web framework.
+
+One rule for every mount point: credentials are compared as bytes.  The
+``Authorization`` header's raw bytes must carry the UTF-8 encoding of the
+token (or, for basic auth, base64 of the UTF-8 ``username:password``).  A
+header value that a framework hands over as text is first turned back into
+those bytes: aiohttp decodes headers as UTF-8 and keeps undecodable bytes as
+surrogates, which ``surrogateescape`` restores; Twisted hands over the bytes.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +18,23 @@ import hmac
 __all__ = ["BasicAuth", "BearerToken"]
 
 
-def _credentials(authorization: str | None, scheme: str) -> str | None:
+def header_bytes(value: str | bytes) -> bytes | None:
+    """Return the bytes a header value arrived as, or None if text cannot have come from bytes."""
+    if isinstance(value, bytes):
+        return value
+    try:
+        return value.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that no decoding of bytes produces
+        return None
+
+
+def _credentials(authorization: str | bytes | None, scheme: bytes) -> bytes | None:
     """Return what follows *scheme* in an ``Authorization`` value, or None for another scheme."""
-    given_scheme, _, credentials = (authorization or "").strip().partition(" ")
-    return credentials.strip() if given_scheme.lower() == scheme.lower() else None
+    raw = None if authorization is None else header_bytes(authorization)
+    if raw is None:
+        return None
+    given_scheme, _, credentials = raw.strip().partition(b" ")
+    return credentials.strip() if given_scheme.lower() == scheme else None
 
 
 class BasicAuth:
@@ -57,12 +78,14 @@ class BasicAuth:
         """Return the ``Authorization`` value that carries these credentials (as a client)."""
         return "Basic " + base64.b64encode(self._expected).decode()
 
-    def accepts(self, authorization: str | None) -> bool:
+    def accepts(self, authorization: str | bytes | None) -> bool:
         """Tell whether an ``Authorization`` header value carries these credentials.
 
-        The comparison takes the same time wherever the credentials differ.
+        The value may be the header's raw bytes, or text decoded from them as
+        UTF-8 (undecodable bytes kept as surrogates, as aiohttp does).  The
+        comparison takes the same time wherever the credentials differ.
         """
-        credentials = _credentials(authorization, self.scheme)
+        credentials = _credentials(authorization, b"basic")
         if credentials is None:
             return False
         try:
@@ -109,10 +132,13 @@ class BearerToken:
         """Return the ``Authorization`` value that carries this token (as a client)."""
         return "Bearer " + self._expected.decode()
 
-    def accepts(self, authorization: str | None) -> bool:
+    def accepts(self, authorization: str | bytes | None) -> bool:
         """Tell whether an ``Authorization`` header value carries this token.
 
-        The comparison takes the same time wherever the tokens differ.
+        The value may be the header's raw bytes, or text decoded from them as
+        UTF-8 (undecodable bytes kept as surrogates, as aiohttp does): a
+        non-ASCII token is accepted the same way from every framework.  The
+        comparison takes the same time wherever the tokens differ.
         """
-        token = _credentials(authorization, self.scheme)
-        return token is not None and hmac.compare_digest(token.encode(), self._expected)
+        token = _credentials(authorization, b"bearer")
+        return token is not None and hmac.compare_digest(token, self._expected)

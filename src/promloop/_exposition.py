@@ -3,8 +3,10 @@
 One implementation of what every mount point (aiohttp, Twisted) must do with
 a scrape: check credentials, negotiate the format, apply ``name[]`` filters,
 render off the event loop, share one render among concurrent scrapes of the
-same view, and compress.  The adapters translate requests into
-:meth:`Exposition.scrape` calls and :class:`Reply` objects into responses.
+same view, and compress.  The adapters hand over the request's headers and
+query string as they arrived (text or bytes), translate them into
+:meth:`Exposition.scrape` calls and :class:`Reply` objects into responses;
+every parsing rule lives here, so that no two mount points can disagree.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ import logging
 import threading
 import time
 
-from collections.abc import Callable, Collection, Hashable
+from collections.abc import Callable, Hashable
 from typing import Any, Final
+from urllib.parse import unquote_to_bytes
 
 from prometheus_client.exposition import (
     CONTENT_TYPE_LATEST,
@@ -26,7 +29,7 @@ from prometheus_client.exposition import (
 )
 from prometheus_client.openmetrics import exposition as openmetrics_exposition
 
-from ._auth import BasicAuth, BearerToken
+from ._auth import BasicAuth, BearerToken, header_bytes
 from ._registries import registry_or_default
 from ._render import render
 
@@ -56,6 +59,12 @@ _ESCAPINGS: Final = frozenset(
 # prometheus_client's OpenMetrics module has no annotations: typed once, here.
 _UNDERSCORES: Final[str] = openmetrics_exposition.UNDERSCORES
 _OPENMETRICS_CONTENT_TYPE: Final[str] = openmetrics_exposition.CONTENT_TYPE_LATEST
+_OPENMETRICS_0_0_1_CONTENT_TYPE: Final = (
+    "application/openmetrics-text; version=0.0.1; charset=utf-8"
+)
+
+Header = str | bytes | None
+"""A header's value as the framework hands it over: text, raw bytes, or absent."""
 
 Spawn = Callable[[Callable[[], None]], object]
 """Run a function in a worker thread (the adapter's thread pool)."""
@@ -88,6 +97,9 @@ class Format:
 DEFAULT_FORMAT: Final = Format(openmetrics=False, content_type=CONTENT_TYPE_LATEST)
 """What a scrape without ``Accept`` gets: prometheus-async's answer."""
 
+_TEXT_0_0_4: Final = Format(openmetrics=False, content_type=CONTENT_TYPE_PLAIN_0_0_4)
+_OPENMETRICS_0_0_1: Final = Format(openmetrics=True, content_type=_OPENMETRICS_0_0_1_CONTENT_TYPE)
+
 
 @dataclasses.dataclass(frozen=True)
 class _MediaRange:
@@ -113,61 +125,77 @@ def _parse_accept(header: str) -> list[_MediaRange]:
     return ranges
 
 
-def _escaping(params: dict[str, str]) -> str | None:
-    escaping = params.get("escaping")
-    return escaping if escaping in _ESCAPINGS else None
+def _text(value: Header) -> str:
+    """Return a header value as text; bytes outside ASCII can match no token anyway."""
+    if value is None:
+        return ""
+    return value.decode("latin-1") if isinstance(value, bytes) else value
 
 
-def negotiate(accept: str | None) -> Format:
+def negotiate(accept: Header) -> Format:
     """Choose the exposition format for an ``Accept`` header.
 
-    OpenMetrics 1.0.0 when the header prefers some OpenMetrics version over
-    every text type (``q=0`` means never); otherwise text, announced with the
-    version the header names (0.0.4 or 1.0.0).  No header, a wildcard, or a
-    text type without a version gets :data:`DEFAULT_FORMAT`.
+    OpenMetrics when the header prefers some OpenMetrics version over every
+    text type (``q=0`` means never): 0.0.1 if that is the version it names,
+    else 1.0.0, the newest promloop writes (a request for 2.0.0 gets 1.0.0,
+    and is told so).  Otherwise text, in the version the header names (0.0.4
+    or 1.0.0).  A 1.0.0 answer always states its escaping scheme: the one
+    asked for, or ``underscores``; 0.0.4 and 0.0.1 answers state none.  No
+    header, a wildcard, or a text type without a version gets
+    :data:`DEFAULT_FORMAT`, prometheus-async's answer.
     prometheus_client's ``choose_encoder`` differs: it ignores q-values and
     answers text to a request for OpenMetrics 0.0.1.
     """
-    ranges = _parse_accept(accept or "")
+    ranges = _parse_accept(_text(accept))
     best_openmetrics = _preferred(ranges, ("application/openmetrics-text",))
     best_text = _preferred(ranges, ("text/plain", "text/*", "*/*"))
 
     text_quality = 0.0 if best_text is None else best_text.quality
     if best_openmetrics is not None and best_openmetrics.quality > text_quality:
-        return _announced(True, _OPENMETRICS_CONTENT_TYPE, _escaping(best_openmetrics.params))
+        if best_openmetrics.params.get("version") == "0.0.1":
+            return _OPENMETRICS_0_0_1
+        return _escaped(True, _OPENMETRICS_CONTENT_TYPE, best_openmetrics.params)
     if best_text is None or best_text.media_type != "text/plain":
         return DEFAULT_FORMAT
     version = best_text.params.get("version")
     if version == "0.0.4":
-        return Format(openmetrics=False, content_type=CONTENT_TYPE_PLAIN_0_0_4)
+        return _TEXT_0_0_4
     if version == "1.0.0":
-        return _announced(False, CONTENT_TYPE_PLAIN_1_0_0, _escaping(best_text.params))
+        return _escaped(False, CONTENT_TYPE_PLAIN_1_0_0, best_text.params)
     return DEFAULT_FORMAT
 
 
 def _preferred(ranges: list[_MediaRange], media_types: tuple[str, ...]) -> _MediaRange | None:
-    """Return the first of the highest-quality ranges among *media_types*."""
+    """Return the first of the highest-quality acceptable ranges among *media_types*."""
     best = None
     for candidate in ranges:
-        if candidate.media_type in media_types and (
-            best is None or candidate.quality > best.quality
+        if (
+            candidate.media_type in media_types
+            and candidate.quality > 0
+            and (best is None or candidate.quality > best.quality)
         ):
             best = candidate
     return best
 
 
-def _announced(openmetrics: bool, content_type: str, escaping: str | None) -> Format:
-    """Return a format whose content type names the escaping the scraper asked for."""
-    if escaping is None:
-        return Format(openmetrics, content_type)
+def _escaped(openmetrics: bool, content_type: str, params: dict[str, str]) -> Format:
+    """Return a 1.0.0 format whose content type states its escaping scheme.
+
+    The scheme the scraper asked for, or ``underscores`` when it named none
+    (or one promloop does not know): Prometheus 3 refuses a 1.0.0 answer
+    that does not say how its names are escaped.
+    """
+    escaping = params.get("escaping")
+    if escaping not in _ESCAPINGS:
+        escaping = _UNDERSCORES
     return Format(openmetrics, f"{content_type}; escaping={escaping}", escaping)
 
 
-def gzip_accepted(accept_encoding: str | None) -> bool:
+def gzip_accepted(accept_encoding: Header) -> bool:
     """Tell whether an ``Accept-Encoding`` header allows gzip (q-values honoured)."""
     explicit: float | None = None
     wildcard: float | None = None
-    for candidate in _parse_accept(accept_encoding or ""):
+    for candidate in _parse_accept(_text(accept_encoding)):
         if candidate.media_type in ("gzip", "x-gzip"):
             explicit = max(explicit or 0.0, candidate.quality)
         elif candidate.media_type == "*":
@@ -177,6 +205,29 @@ def gzip_accepted(accept_encoding: str | None) -> bool:
     return wildcard is not None and wildcard > 0
 
 
+def requested_names(query: str | bytes) -> frozenset[str]:
+    """Return the ``name[]`` values of a query string as it arrived (still percent-encoded).
+
+    Text is turned back into the bytes it was decoded from (see
+    :func:`promloop._auth.header_bytes`), so that every framework's request
+    yields the same names.
+
+    Raises:
+        ValueError: A value is not UTF-8 (``UnicodeDecodeError``), or the
+            query is text that no bytes decode to.
+    """
+    raw = header_bytes(query)
+    if raw is None:
+        msg = "the query string is not text decoded from bytes"
+        raise ValueError(msg)
+    names: set[str] = set()
+    for pair in raw.split(b"&"):
+        key, _, value = pair.partition(b"=")
+        if unquote_to_bytes(key.replace(b"+", b" ")) == b"name[]":
+            names.add(unquote_to_bytes(value.replace(b"+", b" ")).decode())
+    return frozenset(names)
+
+
 @dataclasses.dataclass(frozen=True)
 class Reply:
     """What an adapter sends back: status, headers and body."""
@@ -184,6 +235,43 @@ class Reply:
     status: int
     headers: tuple[tuple[str, str], ...]
     body: bytes
+
+
+def _plain(status: int, text: str, *headers: tuple[str, str]) -> Reply:
+    return Reply(status, (*headers, ("Content-Type", "text/plain; charset=utf-8")), text.encode())
+
+
+class Guard:
+    """Refuse requests without valid credentials, on any path of any mount point.
+
+    Args:
+        auth: Credentials every request must carry, or None for none.
+
+    Raises:
+        TypeError: *auth* is not one of promloop's credential types.
+    """
+
+    def __init__(self, auth: object) -> None:  # checked here: untyped callers may pass anything
+        if auth is not None and not isinstance(auth, (BasicAuth, BearerToken)):
+            msg = f"auth= must be a promloop.BasicAuth or promloop.BearerToken, not {auth!r}."
+            raise TypeError(msg)
+        self.auth: BasicAuth | BearerToken | None = auth
+
+    def refusal(self, authorization: Header) -> Reply | None:
+        """Return the 401 answer for a request without valid credentials, else None.
+
+        Args:
+            authorization: The ``Authorization`` header as it arrived: raw
+                bytes, or text decoded from them as UTF-8 (with
+                ``surrogateescape``, as aiohttp does).
+        """
+        if self.auth is None or self.auth.accepts(authorization):
+            return None
+        return _plain(
+            401,
+            "401 Unauthorized: valid credentials are required to read these metrics.\n",
+            ("WWW-Authenticate", self.auth.challenge()),
+        )
 
 
 class SharedRenders:
@@ -265,7 +353,7 @@ class Exposition:
         self,
         registry: Any = None,
         *,
-        auth: object = None,  # checked here: untyped callers may pass anything
+        auth: object = None,  # checked by Guard: untyped callers may pass anything
         disable_compression: bool = False,
         created: bool = True,
     ) -> None:
@@ -273,11 +361,8 @@ class Exposition:
         if not callable(getattr(registry, "collect", None)):
             msg = f"registry= must be a CollectorRegistry (or have collect()), not {registry!r}."
             raise TypeError(msg)
-        if auth is not None and not isinstance(auth, (BasicAuth, BearerToken)):
-            msg = f"auth= must be a promloop.BasicAuth or promloop.BearerToken, not {auth!r}."
-            raise TypeError(msg)
         self.registry = registry
-        self.auth = auth
+        self.guard = Guard(auth)
         self.disable_compression = disable_compression
         self.created = created
         self._renders = SharedRenders()
@@ -285,64 +370,75 @@ class Exposition:
     def scrape(
         self,
         *,
-        authorization: str | None,
-        accept: str | None,
-        accept_encoding: str | None,
-        names: Collection[str],
+        authorization: Header,
+        accept: Header,
+        accept_encoding: Header,
+        query: str | bytes,
         spawn: Spawn,
+        may_compress: bool = True,
     ) -> concurrent.futures.Future[Reply]:
         """Answer one scrape; the rendering runs in a thread started by *spawn*.
+
+        Credentials are checked first: a request without valid ones gets 401
+        before anything else of it is parsed.  Every header is passed as it
+        arrived, text or raw bytes.
 
         Args:
             authorization: The ``Authorization`` header, if any.
             accept: The ``Accept`` header, if any.
             accept_encoding: The ``Accept-Encoding`` header, if any.
-            names: The ``name[]`` query values; empty means every metric.
+            query: The query string, still percent-encoded; its ``name[]``
+                values restrict the answer.
             spawn: Runs a function in a worker thread.
+            may_compress: False when something else (a wrapping resource)
+                compresses the answer: then promloop does not.
         """
         refusal = self.refusal(authorization)
         if refusal is not None:
             return _done(refusal)
-        return self.render(accept=accept, accept_encoding=accept_encoding, names=names, spawn=spawn)
+        return self.render(
+            accept=accept,
+            accept_encoding=accept_encoding,
+            query=query,
+            spawn=spawn,
+            may_compress=may_compress,
+        )
 
     def render(
         self,
         *,
-        accept: str | None,
-        accept_encoding: str | None,
-        names: Collection[str],
+        accept: Header,
+        accept_encoding: Header,
+        query: str | bytes,
         spawn: Spawn,
+        may_compress: bool = True,
     ) -> concurrent.futures.Future[Reply]:
-        """Render for a scrape whose credentials :meth:`refusal` has accepted."""
+        """Render for a scrape whose credentials :meth:`refusal` has accepted.
+
+        A ``name[]`` value that is not UTF-8 gets 400.
+        """
+        try:
+            names = requested_names(query)
+        except ValueError:
+            return _done(_plain(400, "400 Bad Request: name[] values must be UTF-8.\n"))
         view = (
             negotiate(accept),
-            frozenset(names),
-            not self.disable_compression and gzip_accepted(accept_encoding),
+            names,
+            may_compress and not self.disable_compression and gzip_accepted(accept_encoding),
         )
         return self._renders.submit(view, lambda: self._render(*view), spawn)
 
-    def refusal(self, authorization: str | None) -> Reply | None:
+    def refusal(self, authorization: Header) -> Reply | None:
         """Return the 401 answer for a request without valid credentials, else None."""
-        if self.auth is None or self.auth.accepts(authorization):
-            return None
-        return Reply(
-            401,
-            (
-                ("WWW-Authenticate", self.auth.challenge()),
-                ("Content-Type", "text/plain; charset=utf-8"),
-            ),
-            b"401 Unauthorized: valid credentials are required to read these metrics.\n",
-        )
+        return self.guard.refusal(authorization)
 
     def _render(self, fmt: Format, names: frozenset[str], compress: bool) -> Reply:
         try:
             body = fmt.render(self.registry, names or None, created=self.created)
         except Exception:  # noqa: BLE001 -- a broken collector is the scraper's 500, and logged
             _log.exception("Rendering the metrics of %r failed.", self.registry)
-            return Reply(
-                500,
-                (("Content-Type", "text/plain; charset=utf-8"),),
-                b"500 Internal Server Error: collecting the metrics failed; see the log.\n",
+            return _plain(
+                500, "500 Internal Server Error: collecting the metrics failed; see the log.\n"
             )
         headers = [("Content-Type", fmt.content_type)]
         if compress:

@@ -228,6 +228,16 @@ def use_tx_web() -> Resource:
     return private if private.isLeaf else MetricsResource()
 
 
+def use_credentials() -> bool:
+    token = BearerToken("t0k€n")
+    basic = BasicAuth("prometheus", "secret")
+    print(token.challenge(), basic.challenge())
+    token.accepts(None)  # no header
+    basic.accepts("Basic cHJvbWV0aGV1czpzZWNyZXQ=")  # as aiohttp hands it over
+    basic.accepts(42)  # type: ignore[arg-type]
+    return token.accepts(b"Bearer t0k\xe2\x82\xacn")  # raw bytes, as Twisted hands them over
+
+
 async def use_created() -> None:
     registry = CollectorRegistry()
     make_handler(registry, created=False)

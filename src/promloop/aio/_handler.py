@@ -2,6 +2,9 @@
 
 It adapts aiohttp requests to the framework-free exposition core
 (:class:`promloop._exposition.Exposition`) and its replies to aiohttp responses.
+It reads only a request's ``headers`` and, if it has one, ``raw_path``: a
+stand-in with nothing but ``headers`` (as prometheus-async's tests and many
+applications' tests pass) is served like a real request.
 """
 
 from __future__ import annotations
@@ -11,24 +14,79 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from .._exposition import Exposition, Reply
 from ._hooks import BeforeScrape
 
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Sequence
+    from collections.abc import Awaitable, Callable, Mapping, Sequence
 
     from .._auth import BasicAuth, BearerToken
+
+    Handler = Callable[[web.Request], Awaitable[web.Response]]
 
 
 __all__ = ["make_handler", "server_stats"]
 
 
-def _response(reply: Reply) -> web.Response:
+def response(reply: Reply) -> web.Response:
+    """Turn the core's reply into an aiohttp response (``body`` holds the bytes)."""
     # Headers are set as given: aiohttp's content_type= argument rejects a
     # content type with parameters (https://github.com/aio-libs/aiohttp/issues/2197).
     return web.Response(status=reply.status, headers=dict(reply.headers), body=reply.body)
+
+
+def _headers(headers: Mapping[str, str]) -> Mapping[str, str]:
+    if isinstance(headers, (CIMultiDictProxy, CIMultiDict)):
+        return headers
+    # A stand-in request may carry a plain dict: names are looked up as HTTP
+    # compares them, whatever their case.
+    return CIMultiDict(headers)
+
+
+def _query(request: web.Request) -> str:
+    # raw_path keeps the query as it arrived, percent-encoded, so that the
+    # core decodes name[] by the same rule for aiohttp and Twisted (aiohttp's
+    # request.query would turn undecodable bytes into U+FFFD).  A stand-in
+    # request without one asks for every metric.
+    raw_path: str = getattr(request, "raw_path", "")
+    return raw_path.partition("?")[2]
+
+
+def serve(
+    exposition: Exposition,
+    hooks: BeforeScrape | None,
+    *,
+    check_credentials: bool = True,
+) -> Handler:
+    """Return the aiohttp handler that answers scrapes of *exposition*.
+
+    Args:
+        exposition: What to serve, and how.
+        hooks: Awaited before each authorised scrape.
+        check_credentials: False where a middleware has checked them already.
+    """
+
+    async def metrics(request: web.Request) -> web.Response:
+        headers = _headers(request.headers)
+        if check_credentials:
+            refusal = exposition.refusal(headers.get("Authorization"))
+            if refusal is not None:
+                return response(refusal)
+        if hooks is not None:
+            await hooks.run()
+        loop = asyncio.get_running_loop()
+        rendering = exposition.render(
+            accept=headers.get("Accept"),
+            accept_encoding=headers.get("Accept-Encoding"),
+            query=_query(request),
+            spawn=lambda work: loop.run_in_executor(None, work),
+        )
+        return response(await asyncio.wrap_future(rendering))
+
+    return metrics
 
 
 def make_handler(
@@ -75,25 +133,18 @@ def make_handler(
     exposition = Exposition(
         registry, auth=auth, disable_compression=disable_compression, created=created
     )
-    hooks = BeforeScrape(before_scrape, before_scrape_timeout, registry) if before_scrape else None
+    return serve(exposition, before_scrape_hooks(exposition, before_scrape, before_scrape_timeout))
 
-    async def metrics(request: web.Request) -> web.Response:
-        loop = asyncio.get_running_loop()
-        headers = request.headers
-        refusal = exposition.refusal(headers.get("Authorization"))
-        if refusal is not None:
-            return _response(refusal)
-        if hooks is not None:
-            await hooks.run()
-        rendering = exposition.render(
-            accept=headers.get("Accept"),
-            accept_encoding=headers.get("Accept-Encoding"),
-            names=request.query.getall("name[]", ()),
-            spawn=lambda work: loop.run_in_executor(None, work),
-        )
-        return _response(await asyncio.wrap_future(rendering))
 
-    return metrics
+def before_scrape_hooks(
+    exposition: Exposition,
+    before_scrape: Sequence[Callable[[], Awaitable[object]]],
+    before_scrape_timeout: float,
+) -> BeforeScrape | None:
+    """Return the hooks to await before each scrape of *exposition*, or None for none."""
+    if not before_scrape:
+        return None
+    return BeforeScrape(before_scrape, before_scrape_timeout, exposition.registry)
 
 
 _serve_global_registry = make_handler()

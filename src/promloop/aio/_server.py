@@ -9,13 +9,17 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from aiohttp import web
 
+from .._exposition import Exposition, Guard
 from . import _sockets
-from ._handler import make_handler
+from ._handler import before_scrape_hooks, response, serve
 
 
 if TYPE_CHECKING:
     import socket as socket_module
     import ssl
+
+    from aiohttp.typedefs import Handler as NextHandler
+    from aiohttp.typedefs import Middleware
 
     from .._auth import BasicAuth, BearerToken
     from ..types import Deregisterer, ServiceDiscovery
@@ -52,6 +56,23 @@ def _root_page(metrics_path: str) -> Handler:
     return root
 
 
+def _require_credentials(guard: Guard) -> Middleware:
+    """Return a middleware that refuses a request without valid credentials, on every path.
+
+    The root page, the metrics path and unknown paths alike answer 401, before
+    routing could answer 404 or 405.
+    """
+
+    @web.middleware
+    async def require_credentials(request: web.Request, handler: NextHandler) -> web.StreamResponse:
+        refusal = guard.refusal(request.headers.get("Authorization"))
+        if refusal is not None:
+            return response(refusal)
+        return await handler(request)
+
+    return require_credentials
+
+
 class MetricsHTTPServer:
     """A running metrics server; :func:`start_http_server` returns it.
 
@@ -80,8 +101,13 @@ class MetricsHTTPServer:
 
     @property
     def url(self) -> str:
-        """The server's root URL, such as ``http://127.0.0.1:9100/`` (IPv6 in brackets)."""
-        host = self.socket.addr
+        """The server's root URL, such as ``http://127.0.0.1:9100/`` (IPv6 in brackets).
+
+        A server on every interface (``socket.addr`` is ``::`` or
+        ``0.0.0.0``) names this host instead, as service discovery does:
+        ``http://<host name>:9100/``, an address a person can open.
+        """
+        host = _sockets.reachable_host(self.socket.addr)
         if ":" in host:
             host = f"[{host}]"
         return f"http{'s' if self.https else ''}://{host}:{self.socket.port}/"
@@ -169,17 +195,16 @@ async def start_http_server(
     if not path.startswith("/") or path == "/":
         msg = f"path= must start with '/' and not be '/' itself, not {path!r}."
         raise ValueError(msg)
-    handler = make_handler(
-        registry,
-        auth=auth,
-        created=created,
-        before_scrape=before_scrape,
-        before_scrape_timeout=before_scrape_timeout,
-    )
+    exposition = Exposition(registry, auth=auth, created=created)
+    hooks = before_scrape_hooks(exposition, before_scrape, before_scrape_timeout)
 
-    app = web.Application()
+    # The middleware guards every path, the metrics path included: the handler
+    # need not check the credentials a second time.
+    app = web.Application(
+        middlewares=[_require_credentials(exposition.guard)] if auth is not None else []
+    )
     app.router.add_get("/", _root_page(path))
-    app.router.add_get(path, handler)
+    app.router.add_get(path, serve(exposition, hooks, check_credentials=False))
     runner = web.AppRunner(
         app, access_log=None, handle_signals=False, shutdown_timeout=CLOSE_GRACE_SECONDS
     )

@@ -5,7 +5,20 @@ from __future__ import annotations
 import errno
 import socket
 
-from typing import Any
+from typing import Any, Final
+
+
+_WILDCARDS: Final = frozenset({"::", "0.0.0.0"})  # noqa: S104 -- recognised, not bound
+
+
+def reachable_host(addr: str) -> str:
+    """Return the host a person (or another machine) opens to reach a server bound to *addr*.
+
+    The bound address itself, except for the wildcard addresses of a server
+    on every interface, which no client can connect to: this host's name
+    then, as service discovery advertises it.
+    """
+    return socket.gethostname() if addr in _WILDCARDS else addr
 
 
 def listening_sockets(addr: str, port: int) -> list[socket.socket]:

@@ -35,6 +35,9 @@ class MetricsResource(Resource):
     it from a Klein route.  It answers GET and HEAD with promloop's exposition
     rules (content negotiation, ``name[]`` filters, gzip, credentials), and
     renders in the reactor's thread pool so that the reactor never stalls.
+    Wrapped in twisted.web's ``EncodingResourceWrapper`` (with
+    ``GzipEncoderFactory``), it leaves compression to the wrapper, so that the
+    body is compressed once.
 
     Args:
         registry: The ``CollectorRegistry`` to serve; the global ``REGISTRY``
@@ -79,12 +82,17 @@ class MetricsResource(Resource):
     def render_GET(self, request: Request) -> Any:  # noqa: N802 -- twisted.web's name
         """Answer a scrape; HEAD is answered the same way, without the body."""
         reactor = self._reactor
+        # An encoding wrapper (EncodingResourceWrapper) announces its
+        # Content-Encoding before the resource renders, and then encodes
+        # whatever the resource writes.
+        encoded_elsewhere = request.responseHeaders.hasHeader(b"Content-Encoding")
         rendering = self._exposition.scrape(
-            authorization=_header(request, b"Authorization"),
-            accept=_header(request, b"Accept"),
-            accept_encoding=_header(request, b"Accept-Encoding"),
-            names=[name.decode() for name in (request.args or {}).get(b"name[]", [])],
+            authorization=request.getHeader(b"Authorization"),
+            accept=request.getHeader(b"Accept"),
+            accept_encoding=request.getHeader(b"Accept-Encoding"),
+            query=request.uri.partition(b"?")[2],
             spawn=reactor.getThreadPool().callInThread,
+            may_compress=not encoded_elsewhere,
         )
         finished = False
 
@@ -97,22 +105,18 @@ class MetricsResource(Resource):
         def reply(done: concurrent.futures.Future[Reply]) -> None:
             if finished:  # the client went away: nothing to answer
                 return
-            _write(request, done.result())
+            _write(request, done.result(), sized=not encoded_elsewhere)
 
         rendering.add_done_callback(lambda done: reactor.callFromThread(reply, done))
         return NOT_DONE_YET
 
 
-def _header(request: Request, name: bytes) -> str | None:
-    value = request.getHeader(name)
-    return None if value is None else value.decode("latin-1")
-
-
-def _write(request: Request, reply: Reply) -> None:
+def _write(request: Request, reply: Reply, *, sized: bool) -> None:
     request.setResponseCode(reply.status)
     for name, value in reply.headers:
         request.setHeader(name.encode("ascii"), value.encode("latin-1"))
-    request.setHeader(b"Content-Length", str(len(reply.body)).encode("ascii"))
+    if sized:  # an encoder wrapper changes the length
+        request.setHeader(b"Content-Length", str(len(reply.body)).encode("ascii"))
     if request.method != b"HEAD":
         request.write(reply.body)
     request.finish()
