@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 
 import pytest
@@ -15,6 +16,7 @@ import aiohttp
 from prometheus_client import Gauge
 
 from promloop import BearerToken
+from promloop.aio import _hooks
 from promloop.aio.web import make_handler, start_http_server, start_http_server_in_thread
 
 
@@ -85,7 +87,7 @@ class TestBeforeScrape:
         assert (
             failures(
                 registry,
-                "TestBeforeScrape.test_hooks_run_concurrently.<locals>.main.<locals>.hook_a",
+                f"{__name__}.TestBeforeScrape.test_hooks_run_concurrently.<locals>.main.<locals>.hook_a",
             )
             is None
         )
@@ -100,7 +102,9 @@ class TestBeforeScrape:
         with caplog.at_level(logging.WARNING, logger="promloop"):
             [(status, body)] = run(scrape_server(registry, before_scrape=[broken_sensor]))
 
-        hook = "TestBeforeScrape.test_failure_is_logged_and_counted.<locals>.broken_sensor"
+        hook = (
+            f"{__name__}.TestBeforeScrape.test_failure_is_logged_and_counted.<locals>.broken_sensor"
+        )
         assert (200, True) == (status, "temperature 21.0" in body)
         assert 1.0 == failures(registry, hook)
         assert f"before_scrape hook {hook} failed" in caplog.text
@@ -122,7 +126,7 @@ class TestBeforeScrape:
                 scrape_server(registry, before_scrape=[slow], before_scrape_timeout=0.1)
             )
 
-        hook = "TestBeforeScrape.test_timeout_cancels_and_counts.<locals>.slow"
+        hook = f"{__name__}.TestBeforeScrape.test_timeout_cancels_and_counts.<locals>.slow"
         assert 200 == status
         assert [True] == cancelled
         assert 1.0 == failures(registry, hook)
@@ -188,9 +192,126 @@ class TestBeforeScrape:
                 ValueError,
                 "before_scrape_timeout= must be a positive number",
             ),
+            ({"before_scrape": {"": asyncio.sleep}}, TypeError, "must be a non-empty string"),
+            ({"before_scrape": {1: asyncio.sleep}}, TypeError, "must be a non-empty string"),
+            ({"before_scrape": {"sleep": 42}}, TypeError, "must hold coroutine functions"),
         ],
     )
     def test_invalid(self, registry, kwargs, error, match):
         """Bad hooks or timeouts fail when the handler is made."""
         with pytest.raises(error, match=match):
             make_handler(registry, **kwargs)
+
+
+async def refresh(source="queue"):
+    """Refresh nothing: a module-level hook."""
+
+
+class Queue:
+    async def refresh(self):
+        pass
+
+
+class CallableHook:
+    async def __call__(self):
+        pass
+
+
+class TestHookNames:
+    """A hook's failures are counted under a name that is the same in every run."""
+
+    @pytest.mark.parametrize(
+        ("hook", "expected"),
+        [
+            (refresh, f"{__name__}.refresh"),
+            (functools.partial(refresh, "jobs"), f"{__name__}.refresh"),
+            (functools.partial(functools.partial(refresh), "jobs"), f"{__name__}.refresh"),
+            (Queue().refresh, f"{__name__}.Queue.refresh"),
+            (functools.partial(Queue().refresh), f"{__name__}.Queue.refresh"),
+            (CallableHook(), f"{__name__}.CallableHook"),
+            (asyncio.sleep, "asyncio.tasks.sleep"),
+        ],
+        ids=["function", "partial", "nested-partial", "method", "partial-method", "object", "lib"],
+    )
+    def test_stable_names(self, hook, expected):
+        """Functions, methods, partials and callable objects: module and qualified name."""
+        assert expected == _hooks.hook_name(hook)
+
+    def test_without_module(self):
+        """A function that belongs to no module is named by its qualified name alone."""
+        namespace = {}
+        exec("async def generated():\n    pass", namespace)  # noqa: S102 -- a module-less function
+
+        assert "generated" == _hooks.hook_name(namespace["generated"])
+
+    def test_partial_counted_by_its_function(self, registry):
+        """A partial's failures are counted under its function's name, not its memory address."""
+
+        async def fail(what):
+            raise RuntimeError(what)
+
+        run(scrape_server(registry, before_scrape=[functools.partial(fail, "disk")]))
+
+        expected = f"{__name__}.TestHookNames.test_partial_counted_by_its_function.<locals>.fail"
+        assert 1.0 == failures(registry, expected)
+
+    def test_lambda_needs_a_name(self, registry):
+        """A lambda in a sequence is refused when the handler is made: it has no name."""
+
+        async def fail():
+            raise RuntimeError
+
+        with pytest.raises(ValueError, match="is a lambda, which has no name"):
+            make_handler(registry, before_scrape=[lambda: fail()])
+
+    def test_one_name_twice(self, registry):
+        """Two hooks that would share a series are refused, pointing to the mapping form."""
+        with pytest.raises(ValueError, match=r"two hooks would be counted as .*refresh'; name"):
+            make_handler(
+                registry,
+                before_scrape=[functools.partial(refresh, "a"), functools.partial(refresh, "b")],
+            )
+
+    def test_mapping_names_its_hooks(self, registry, caplog):
+        """A mapping's keys are the hooks' names, in logs and in the counter; lambdas welcome."""
+
+        async def fail(what):
+            raise RuntimeError(what)
+
+        hooks = {
+            "disk": functools.partial(fail, "disk"),
+            "network": lambda: fail("network"),
+        }
+
+        with caplog.at_level(logging.WARNING, logger="promloop"):
+            [(_, body)] = run(scrape_server(registry, before_scrape=hooks))
+
+        assert 1.0 == failures(registry, "disk")
+        assert 1.0 == failures(registry, "network")
+        assert "before_scrape hook network failed" in caplog.text
+        assert 'promloop_before_scrape_failures_total{hook="disk"} 1.0' in body
+
+
+class TestMultiprocessMode:
+    def test_counter_left_to_the_shared_files(self, registry, monkeypatch):
+        """In multiprocess mode the served registry does not hold the failure counter.
+
+        prometheus_client writes it to the multiprocess files, whose
+        MultiProcessCollector serves it; tests/test_multiprocess.py checks
+        that in real multiprocess mode, in other processes.
+        """
+        monkeypatch.setattr(_hooks, "_multiprocess_mode", lambda: True)
+        monkeypatch.setattr(_hooks, "_shared", [])
+
+        async def fail():
+            raise RuntimeError
+
+        handlers = [make_handler(registry, before_scrape=[fail]) for _ in range(2)]
+        run(scrape_server(registry, before_scrape={"named": fail}))
+
+        [shared] = _hooks._shared
+        assert 2 == len(handlers)
+        [family] = shared.collect()
+        counted = {s.labels["hook"]: s.value for s in family.samples if s.name.endswith("_total")}
+        assert {"named": 1.0} == counted
+        assert [] == [f.name for f in registry.collect()]

@@ -7,6 +7,7 @@ unused-ignore check fails if one of them stops being an error.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -303,6 +304,10 @@ async def use_before_scrape() -> None:
     await server.close()
     start_http_server_in_thread(before_scrape=[refresh_gauges]).close()
     make_handler(before_scrape=[42])  # type: ignore[list-item]
+    make_handler(before_scrape={"gauges": refresh_gauges, "later": lambda: asyncio.sleep(1)})
+    await start_http_server(before_scrape={"gauges": functools.partial(refresh_gauges)})
+    start_http_server_in_thread(before_scrape={"gauges": refresh_gauges}).close()
+    make_handler(before_scrape={1: refresh_gauges})  # type: ignore[dict-item]
 
 
 def use_middleware() -> web.Application:

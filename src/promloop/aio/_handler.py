@@ -95,7 +95,9 @@ def make_handler(
     auth: BasicAuth | BearerToken | None = None,
     disable_compression: bool = False,
     created: bool = True,
-    before_scrape: Sequence[Callable[[], Awaitable[object]]] = (),
+    before_scrape: (
+        Sequence[Callable[[], Awaitable[object]]] | Mapping[str, Callable[[], Awaitable[object]]]
+    ) = (),
     before_scrape_timeout: float = 5.0,
 ) -> Callable[[web.Request], Awaitable[web.Response]]:
     """Return an aiohttp handler that serves *registry*'s metrics.
@@ -120,13 +122,18 @@ def make_handler(
             than *before_scrape_timeout* seconds (it is then cancelled) is
             logged at WARNING and counted in
             ``promloop_before_scrape_failures_total{hook="..."}``; the scrape
-            answers with the values as they are.
+            answers with the values as they are.  A mapping names each hook
+            (``{"queue_length": refresh}``); a sequence's hooks are named by
+            module and qualified name (``myapp.jobs.refresh``), a
+            ``functools.partial`` by the function it calls.
         before_scrape_timeout: Seconds each hook may take.
 
     Raises:
         TypeError: *registry* has no ``collect()``, *auth* is not one of
             promloop's credential types, or a hook is not callable.
-        ValueError: *before_scrape_timeout* is not positive.
+        ValueError: *before_scrape_timeout* is not positive, a sequence holds
+            a lambda (it has no name: use a mapping), or two hooks would be
+            counted under one name.
 
     .. versionadded:: 26.0.0
     """
@@ -138,7 +145,9 @@ def make_handler(
 
 def before_scrape_hooks(
     exposition: Exposition,
-    before_scrape: Sequence[Callable[[], Awaitable[object]]],
+    before_scrape: (
+        Sequence[Callable[[], Awaitable[object]]] | Mapping[str, Callable[[], Awaitable[object]]]
+    ),
     before_scrape_timeout: float,
 ) -> BeforeScrape | None:
     """Return the hooks to await before each scrape of *exposition*, or None for none."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from aiohttp import web
@@ -154,7 +154,9 @@ async def start_http_server(
     path: str = "/metrics",
     auth: BasicAuth | BearerToken | None = None,
     created: bool = True,
-    before_scrape: Sequence[Callable[[], Awaitable[object]]] = (),
+    before_scrape: (
+        Sequence[Callable[[], Awaitable[object]]] | Mapping[str, Callable[[], Awaitable[object]]]
+    ) = (),
     before_scrape_timeout: float = 5.0,
 ) -> MetricsHTTPServer:
     """Start serving metrics over HTTP(S) in the running event loop.

@@ -19,7 +19,7 @@ from ._server import MetricsHTTPServer, Socket, start_http_server
 if TYPE_CHECKING:
     import ssl
 
-    from collections.abc import Awaitable, Callable, Sequence
+    from collections.abc import Awaitable, Callable, Mapping, Sequence
 
     from .._auth import BasicAuth, BearerToken
     from ..types import ServiceDiscovery
@@ -151,7 +151,9 @@ def start_http_server_in_thread(
     path: str = "/metrics",
     auth: BasicAuth | BearerToken | None = None,
     created: bool = True,
-    before_scrape: Sequence[Callable[[], Awaitable[object]]] = (),
+    before_scrape: (
+        Sequence[Callable[[], Awaitable[object]]] | Mapping[str, Callable[[], Awaitable[object]]]
+    ) = (),
     before_scrape_timeout: float = 5.0,
 ) -> ThreadedMetricsHTTPServer:
     """Start a metrics server with an event loop of its own, in a daemon thread.
