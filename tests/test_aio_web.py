@@ -349,6 +349,49 @@ class TestMakeHandler:
             make_handler(auth="user:secret")  # type: ignore[arg-type]
 
 
+class Blocking:
+    """A collector that blocks each collect() until released."""
+
+    def __init__(self):
+        self.release = threading.Event()
+
+    def collect(self):
+        self.release.wait(30)
+        return []
+
+
+class TestScrapeDeadline:
+    def test_blocked_render_gets_503_and_the_next_scrape_works(self, registry, hits):
+        """A render outlasting the scraper's timeout is answered 503; a later scrape is served."""
+        blocking = Blocking()
+        registry.register(blocking)
+
+        async def main():
+            runner, base = await serve_app(app_with(make_handler(registry)))
+            try:
+                slow = await fetch(
+                    f"{base}/metrics", headers={"X-Prometheus-Scrape-Timeout-Seconds": "0.6"}
+                )
+                blocking.release.set()
+                registry.unregister(blocking)
+                return slow, await fetch(f"{base}/metrics")
+            finally:
+                await runner.cleanup()
+
+        (status, _, body), (next_status, _, next_body) = asyncio.run(main())
+
+        assert 503 == status
+        assert b"took longer than 0.35 s" in body
+        assert 200 == next_status
+        assert b"hits_total 7.0" in next_body
+
+
+def app_with(handler):
+    app = web.Application()
+    app.router.add_get("/metrics", handler)
+    return app
+
+
 class TestServerStats:
     def test_stand_in_request(self):
         """A stand-in request with nothing but headers is served; the body is bytes."""

@@ -35,6 +35,8 @@ from promloop._exposition import (
     gzip_accepted,
     negotiate,
     requested_names,
+    scrape_seconds,
+    too_slow,
 )
 from promloop._render import render
 
@@ -113,6 +115,29 @@ class TestNegotiate:
 
         assert b"my_gauge 1.0" in escaped
         assert b'{"my.gauge"} 1.0' in utf8
+
+
+class TestScrapeSeconds:
+    @pytest.mark.parametrize(
+        ("stated", "seconds"),
+        [("10", 9.75), (b"10", 9.75), ("1.5", 1.25), ("0.2", 0.1), ("3e1", 29.75)],
+    )
+    def test_a_little_less_than_the_scraper_waits(self, stated, seconds):
+        """A scrape is answered a quarter second before the scraper gives up (half, if sooner)."""
+        assert seconds == scrape_seconds(stated)
+
+    @pytest.mark.parametrize("stated", [None, "", "soon", "0", "-5", "nan", "inf", "301"])
+    def test_default(self, stated):
+        """Without a usable timeout, a scrape waits 30 s."""
+        assert 30.0 == scrape_seconds(stated)
+
+    def test_too_slow(self, caplog):
+        """The 503 says how long the render took, and the log names the registry."""
+        reply = too_slow("the registry", 9.75)
+
+        assert 503 == reply.status
+        assert b"took longer than 9.75 s" in reply.body
+        assert "the registry" in caplog.text
 
 
 class TestGzipAccepted:

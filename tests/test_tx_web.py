@@ -30,10 +30,11 @@ class FakeThreadPool:
         self.queued.append(work)
 
 
-class FakeReactor:
-    """Runs thread-pool work when told to, and callFromThread at once."""
+class FakeReactor(Clock):
+    """Runs thread-pool work when told to, callFromThread at once, and time when advanced."""
 
     def __init__(self):
+        super().__init__()
         self.pool = FakeThreadPool()
 
     def getThreadPool(self):  # noqa: N802 -- Twisted's name
@@ -210,6 +211,35 @@ class TestMetricsResource:
         reactor.run_pool()
 
         assert written == len(dummy.written)
+
+    @pytest.mark.parametrize(
+        ("stated", "waited"), [(None, 30.0), (b"10", 9.75), (b"nonsense", 30.0)]
+    )
+    def test_render_too_slow(self, registry, reactor, caplog, stated, waited):
+        """A render that outlasts the scraper's patience is answered 503 first, and logged."""
+        resource = MetricsResource(registry, reactor=reactor)
+        headers = {} if stated is None else {"X-Prometheus-Scrape-Timeout-Seconds": stated}
+        dummy = request(**headers)
+
+        resource.render(dummy)
+        reactor.advance(waited - 0.01)
+        assert not dummy.finished
+        reactor.advance(0.01)
+
+        assert dummy.finished
+        assert 503 == dummy.responseCode
+        assert b"took longer than" in b"".join(dummy.written)
+        assert "A collector may be blocked" in caplog.text
+        reactor.run_pool()  # the render ends after all: nothing more is written
+        assert 1 == len(dummy.written)
+
+    def test_render_in_time_cancels_the_deadline(self, registry, reactor):
+        """A render that ends in time leaves no pending timer behind."""
+        resource = MetricsResource(registry, reactor=reactor)
+
+        scrape(resource, reactor, request())
+
+        assert [] == reactor.getDelayedCalls()
 
     def test_put_child_and_default_registry(self, reactor):
         """It mounts with putChild, and serves the global REGISTRY by default."""

@@ -63,6 +63,16 @@ _OPENMETRICS_0_0_1_CONTENT_TYPE: Final = (
     "application/openmetrics-text; version=0.0.1; charset=utf-8"
 )
 
+SCRAPE_TIMEOUT_HEADER: Final = "X-Prometheus-Scrape-Timeout-Seconds"
+"""How long the scraper waits for an answer; Prometheus sends it with every scrape."""
+
+DEFAULT_SCRAPE_SECONDS: Final = 30.0
+"""How long a scrape that does not say waits for its render before it gets 503."""
+
+_LONGEST_SCRAPE_SECONDS: Final = 300.0
+_ANSWER_MARGIN_SECONDS: Final = 0.25
+"""Answer this much before the scraper gives up, so that it reads the 503."""
+
 Header = str | bytes | None
 """A header's value as the framework hands it over: text, raw bytes, or absent."""
 
@@ -239,6 +249,37 @@ class Reply:
 
 def _plain(status: int, text: str, *headers: tuple[str, str]) -> Reply:
     return Reply(status, (*headers, ("Content-Type", "text/plain; charset=utf-8")), text.encode())
+
+
+def scrape_seconds(timeout_header: Header) -> float:
+    """Return how long a scrape may wait for its answer.
+
+    A little less than the scraper's own timeout when it states one in
+    ``X-Prometheus-Scrape-Timeout-Seconds`` (as Prometheus does), so that it
+    reads the 503 instead of giving up on its own; :data:`DEFAULT_SCRAPE_SECONDS`
+    otherwise, or for a value that is not a positive number of seconds.
+    """
+    try:
+        stated = float(_text(timeout_header) or "nan")
+    except ValueError:
+        return DEFAULT_SCRAPE_SECONDS
+    if not 0 < stated < _LONGEST_SCRAPE_SECONDS:  # NaN, too, is refused here
+        return DEFAULT_SCRAPE_SECONDS
+    return max(stated - _ANSWER_MARGIN_SECONDS, stated / 2)
+
+
+def too_slow(registry: object, seconds: float) -> Reply:
+    """Return the 503 for a scrape whose render took longer than *seconds*, and log it."""
+    _log.warning(
+        "Rendering the metrics of %r took longer than %.3g s, as long as the scraper waits; "
+        "answered 503.  A collector may be blocked.",
+        registry,
+        seconds,
+    )
+    return _plain(
+        503,
+        f"503 Service Unavailable: collecting the metrics took longer than {seconds:.3g} s.\n",
+    )
 
 
 class Guard:

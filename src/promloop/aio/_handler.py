@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from .._exposition import Exposition, Reply
+from .._exposition import SCRAPE_TIMEOUT_HEADER, Exposition, Reply, scrape_seconds, too_slow
 from ._hooks import BeforeScrape
 
 
@@ -75,16 +75,24 @@ def serve(
             refusal = exposition.refusal(headers.get("Authorization"))
             if refusal is not None:
                 return response(refusal)
+        seconds = scrape_seconds(headers.get(SCRAPE_TIMEOUT_HEADER))
+        try:
+            reply = await asyncio.wait_for(answer(headers, _query(request)), seconds)
+        except asyncio.TimeoutError:
+            reply = too_slow(exposition.registry, seconds)
+        return response(reply)
+
+    async def answer(headers: Mapping[str, str], query: str) -> Reply:
         if hooks is not None:
             await hooks.run()
         loop = asyncio.get_running_loop()
         rendering = exposition.render(
             accept=headers.get("Accept"),
             accept_encoding=headers.get("Accept-Encoding"),
-            query=_query(request),
+            query=query,
             spawn=lambda work: loop.run_in_executor(None, work),
         )
-        return response(await asyncio.wrap_future(rendering))
+        return await asyncio.wrap_future(rendering)
 
     return metrics
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from .._exposition import Exposition, Reply
+from .._exposition import SCRAPE_TIMEOUT_HEADER, Exposition, Reply, scrape_seconds, too_slow
 
 
 if TYPE_CHECKING:
@@ -94,20 +94,31 @@ class MetricsResource(Resource):
             spawn=reactor.getThreadPool().callInThread,
             may_compress=not encoded_elsewhere,
         )
-        finished = False
+        answered = False
 
         def gone(_: Failure | None) -> None:
-            nonlocal finished
-            finished = True
+            nonlocal answered
+            answered = True  # the client went away: nothing more to answer
 
         request.notifyFinish().addBoth(gone)
 
-        def reply(done: concurrent.futures.Future[Reply]) -> None:
-            if finished:  # the client went away: nothing to answer
-                return
-            _write(request, done.result(), sized=not encoded_elsewhere)
+        def answer(reply: Reply) -> None:
+            nonlocal answered
+            if not answered:
+                answered = True
+                _write(request, reply, sized=not encoded_elsewhere)
 
-        rendering.add_done_callback(lambda done: reactor.callFromThread(reply, done))
+        seconds = scrape_seconds(request.getHeader(SCRAPE_TIMEOUT_HEADER.encode("ascii")))
+        deadline = reactor.callLater(
+            seconds, lambda: answer(too_slow(self._exposition.registry, seconds))
+        )
+
+        def rendered(done: concurrent.futures.Future[Reply]) -> None:
+            if deadline.active():
+                deadline.cancel()
+            answer(done.result())
+
+        rendering.add_done_callback(lambda done: reactor.callFromThread(rendered, done))
         return NOT_DONE_YET
 
 
