@@ -123,6 +123,7 @@ class TestMountPoints:
         pytest.importorskip(
             "twisted", reason="the no-Twisted tox environments test the ImportError"
         )
+        from twisted.internet.task import Clock
         from twisted.web.test.requesthelper import DummyRequest
 
         from promloop.tx.web import MetricsResource
@@ -131,7 +132,7 @@ class TestMountPoints:
             def callInThread(self, work):  # noqa: N802 -- Twisted's name
                 work()
 
-        class Reactor:
+        class Reactor(Clock):
             def getThreadPool(self):  # noqa: N802 -- Twisted's name
                 return Pool()
 
