@@ -100,7 +100,8 @@ def forget_heads(registry: CollectorRegistry) -> None:
     """Drop the heads promloop keeps on each child, as if never rendered."""
     for collector in list(registry._collector_to_names):  # noqa: SLF001
         for child in [collector, *getattr(collector, "_metrics", {}).values()]:
-            vars(child).pop(HEADS_ATTRIBUTE, None)
+            if hasattr(child, HEADS_ATTRIBUTE):
+                delattr(child, HEADS_ATTRIBUTE)
 
 
 def traced(action: Callable[[], Any]) -> tuple[int, int]:

@@ -224,13 +224,22 @@ class FamilyFormat:
 
 
 class _Layouts:
-    """One token per distinct layout of a metric's heads, shared by its formats."""
+    """One token per distinct layout of a metric's heads, shared by its formats.
+
+    A token is a bare ``object()``: the garbage collector does not track it,
+    so a child's entry (the token, strings, and the child's key) is untracked
+    at the first collection that meets it, and never promoted to the old
+    generation, whose growth would set off a full collection.
+    """
 
     def __init__(self) -> None:
-        self._tokens: dict[tuple[object, ...], tuple[object, ...]] = {}
+        self._tokens: dict[tuple[object, ...], object] = {}
 
     def intern(self, key: tuple[object, ...]) -> object:
-        return self._tokens.setdefault(key, key)
+        token = self._tokens.get(key)
+        if token is None:
+            token = self._tokens.setdefault(key, object())
+        return token
 
 
 class _MetricFormats:
