@@ -45,11 +45,16 @@ def peers_required() -> bool:
     )
 
 
+# The Debian package of each peer binary, where its name differs.
+DEBIAN_PACKAGES = {"promtool": "prometheus"}
+
+
 def require_binary(name: str) -> str:
     """Return the path of *name*, or skip (fail in CI) if it is not installed."""
     path = shutil.which(name)
     if path is None:
-        message = f"{name} is not installed (Debian: apt-get install {name})"
+        package = DEBIAN_PACKAGES.get(name, name)
+        message = f"{name} is not installed (Debian: apt-get install {package})"
         if peers_required():
             pytest.fail(f"{message}; CI must install it.")
         pytest.skip(message)
