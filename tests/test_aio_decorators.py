@@ -1,4 +1,4 @@
-"""promloop.aio's wrappers, as specified in SPEC §3."""
+"""promloop.aio's wrappers, as docs/asyncio.md describes them."""
 
 from __future__ import annotations
 

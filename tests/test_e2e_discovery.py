@@ -1,4 +1,4 @@
-"""End to end: real scrapers discover promloop processes (SPEC §5, §6).
+"""End to end: real scrapers discover promloop processes (docs/discovery.md).
 
 A real Prometheus finds two promloop processes through ``file_sd_configs``
 over a FileSD directory; VictoriaMetrics (Debian's Prometheus is built

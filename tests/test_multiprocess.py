@@ -1,4 +1,4 @@
-"""prometheus_client's multiprocess mode through promloop's exposition (SPEC §4)."""
+"""prometheus_client's multiprocess mode through promloop's exposition (docs/exposition.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""promloop.aio.sd.ConsulAgent, against a faithful fake agent (SPEC §5)."""
+"""promloop.aio.sd.ConsulAgent, against a faithful fake agent (docs/discovery.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""promloop.tx's wrappers, as specified in SPEC §3, without a running reactor."""
+"""promloop.tx's wrappers, as docs/twisted.md describes them, without a running reactor."""
 
 from __future__ import annotations
 
