@@ -78,7 +78,7 @@ SPHINX = {"{doctest}", "{eval-rst}", "{include}", "{literalinclude}", "{toctree}
 FRAMEWORKS = {
     "aiohttp": "aiohttp",
     "promloop.aio.web": "aiohttp",
-    "promloop.aio.sd": "aiohttp",
+    "promloop.aio.sd.ConsulAgent": "aiohttp",
     "promloop.aio.push": "aiohttp",
     "twisted": "twisted",
     "promloop.tx": "twisted",
@@ -209,6 +209,7 @@ def skip_without_frameworks(program: str) -> None:
             imported.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
             imported.add(node.module)
+            imported.update(f"{node.module}.{alias.name}" for alias in node.names)
     for name in imported:
         for module, extra in FRAMEWORKS.items():
             if (name == module or name.startswith(f"{module}.")) and not importlib.util.find_spec(
