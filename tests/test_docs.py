@@ -77,6 +77,7 @@ SPHINX = {"{doctest}", "{eval-rst}", "{include}", "{literalinclude}", "{toctree}
 # (tox runs the suite without aiohttp and without Twisted, too).
 FRAMEWORKS = {
     "aiohttp": "aiohttp",
+    "multidict": "aiohttp",
     "promloop.aio.web": "aiohttp",
     "promloop.aio.sd.ConsulAgent": "aiohttp",
     "promloop.aio.push": "aiohttp",
