@@ -7,6 +7,7 @@ environments run them), except the one that registers a real server.
 from __future__ import annotations
 
 import asyncio
+import errno
 import fcntl
 import json
 import logging
@@ -194,6 +195,30 @@ class TestFileSD:
             register(FileSD(tmp_path, slot=slot))  # the slot was let go
 
         assert (["promloop-worker-0.json"] if slot else []) == files(tmp_path)
+
+    def test_failed_write_names_the_directory(self, tmp_path, monkeypatch):
+        """A full disk's error names the directory, keeping its errno."""
+
+        def full(descriptor, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(os, "write", full)
+
+        with pytest.raises(OSError, match=f"{tmp_path}.*No space left") as info:
+            register(FileSD(tmp_path))
+        assert errno.ENOSPC == info.value.errno
+
+    def test_interrupted_write_leaves_nothing(self, tmp_path, monkeypatch):
+        """An interruption mid-write passes through untouched, and leaves no temporary file."""
+
+        def interrupted(src, dst):
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(os, "replace", interrupted)
+
+        with pytest.raises(KeyboardInterrupt):
+            register(FileSD(tmp_path))
+        assert [] == files(tmp_path)
 
     @pytest.mark.parametrize(
         ("kwargs", "error"),

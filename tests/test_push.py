@@ -152,7 +152,10 @@ class TestClientBehaviour:
             try:
                 await push_to_gateway(url, "j", batch_registry(), auth=BasicAuth("u", "p"))
                 await delete_from_gateway(url, "j", auth=BearerToken("t0k"))
-                with pytest.raises(asyncio.TimeoutError):
+                with pytest.raises(
+                    TimeoutError,
+                    match=r"/job/slow: the Pushgateway did not answer within timeout=0.2 s",
+                ):
                     await push_to_gateway(url, "slow", batch_registry(), timeout=0.2)
             finally:
                 await runner.cleanup()
@@ -175,6 +178,13 @@ class TestClientBehaviour:
     def test_paths(self, job, key, path):
         """Grouping keys are escaped as the Pushgateway requires."""
         assert path == group_path(job, key)
+
+    def test_passwords_in_urls_never_shown(self):
+        """A password written into the gateway's URL appears in no error message."""
+        with pytest.raises(ValueError, match=r"ftp://user:\*\*\*@gateway") as info:
+            run(push_to_gateway("ftp://user:s3cret@gateway", "j", batch_registry()))
+
+        assert "s3cret" not in str(info.value)
 
     def test_bad_arguments(self):
         """An empty job or a non-HTTP gateway fails at once."""

@@ -278,7 +278,12 @@ def _take_slot(descriptor: int) -> bool:
 
 
 def _write_atomically(path: Path, content: str, *, lock: bool) -> int | None:
-    """Replace *path* with *content*; with *lock*, return a descriptor locking the new file."""
+    """Replace *path* with *content*; with *lock*, return a descriptor locking the new file.
+
+    Raises:
+        OSError: The file cannot be written (no space left, a read-only file
+            system); the message names the directory, and nothing is left in it.
+    """
     try:
         # The temporary name never ends in .json (nor .yml/.yaml), so
         # Prometheus's glob never reads a half-written file.
@@ -286,8 +291,7 @@ def _write_atomically(path: Path, content: str, *, lock: bool) -> int | None:
             dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
         )
     except OSError as error:
-        msg = f"FileSD: cannot write in the directory {str(path.parent)!r}: {error.strerror}"
-        raise type(error)(error.errno, msg) from error
+        raise _cannot_write(path, error) from error
     try:
         if lock and sys.platform != "win32":
             fcntl.flock(descriptor, fcntl.LOCK_EX)  # a new file: nobody else can hold it
@@ -295,15 +299,23 @@ def _write_atomically(path: Path, content: str, *, lock: bool) -> int | None:
         os.fsync(descriptor)
         os.chmod(temporary, 0o644)  # noqa: PTH101 -- Prometheus may run as another user
         os.replace(temporary, path)  # noqa: PTH105
-    except BaseException:
+    except BaseException as error:
         os.close(descriptor)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)  # noqa: PTH108
+        if isinstance(error, OSError):
+            raise _cannot_write(path, error) from error
         raise
     if lock:
         return descriptor
     os.close(descriptor)
     return None
+
+
+def _cannot_write(path: Path, error: OSError) -> OSError:
+    reason = error.strerror or str(error)
+    msg = f"FileSD: cannot write in the directory {str(path.parent)!r}: {reason}"
+    return type(error)(msg) if error.errno is None else type(error)(error.errno, msg)
 
 
 class _Registration:

@@ -13,7 +13,7 @@ import base64
 import functools
 
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from .._optional import import_extra
 from .._render import render
@@ -153,7 +153,7 @@ def _label_segment(name: str, value: str) -> tuple[str, str]:
 def _base_url(gateway: str) -> str:
     url = gateway if "://" in gateway else f"http://{gateway}"
     if not url.startswith(("http://", "https://")):
-        msg = f"gateway must be host:port or an http(s) URL, not {gateway!r}."
+        msg = f"gateway must be host:port or an http(s) URL, not {_shown(gateway)!r}."
         raise ValueError(msg)
     return url.rstrip("/")
 
@@ -186,13 +186,27 @@ async def _send(  # noqa: PLR0917 -- the public functions' arguments, passed alo
             ),
         )
         headers["Content-Type"] = CONTENT_TYPE_PLAIN_0_0_4
-    async with (
-        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
-        session.request(
-            method, url, data=body, headers=headers, ssl=True if ssl_ctx is None else ssl_ctx
-        ) as reply,
-    ):
-        if reply.ok:
-            return
-        answer = await reply.text()
-    raise PushgatewayError(method, url, reply.status, answer)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
+            session.request(
+                method, url, data=body, headers=headers, ssl=True if ssl_ctx is None else ssl_ctx
+            ) as reply,
+        ):
+            if reply.ok:
+                return
+            answer = await reply.text()
+    except asyncio.TimeoutError as error:
+        # aiohttp's own timeout error says nothing at all.
+        msg = f"{method} {_shown(url)}: the Pushgateway did not answer within timeout={timeout} s"
+        raise TimeoutError(msg) from error
+    raise PushgatewayError(method, _shown(url), reply.status, answer)
+
+
+def _shown(url: str) -> str:
+    """Return *url* without a password it may carry (``http://user:secret@host``)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
