@@ -504,6 +504,20 @@ class TestTargetDirectory:
         assert 1 == len(caplog.records)
         assert [Target("t.json", "h:2", {})] == directory.read()
 
+    def test_identity_of_a_process(self, tmp_path):
+        """A file FileSD wrote names its writer: a new process, a new identity."""
+        register(FileSD(tmp_path, slot="worker"), StandIn(port=1))
+        first = TargetDirectory(tmp_path).read()
+        _file_sd._end_all()
+        register(FileSD(tmp_path, slot="worker"), StandIn(port=1))  # same name, same port
+        second = TargetDirectory(tmp_path).read()
+        stat = (tmp_path / "promloop-worker-0.json").stat()
+        writer = f"{stat.st_ino}.{stat.st_mtime_ns}"
+
+        assert [f"promloop-worker-0.json@{writer}|127.0.0.1:1"] == [t.identity for t in second]
+        assert first[0].identity != second[0].identity
+        assert "static.json|h:1" == Target("static.json", "h:1", {}).identity
+
     def test_file_gone_while_reading(self, tmp_path):
         """A file removed between listing and reading is left out (a dangling link stands in)."""
         (tmp_path / "gone.json").symlink_to(tmp_path / "nothing")

@@ -247,7 +247,8 @@ class Reply:
     body: bytes
 
 
-def _plain(status: int, text: str, *headers: tuple[str, str]) -> Reply:
+def plain_reply(status: int, text: str, *headers: tuple[str, str]) -> Reply:
+    """Return a reply of plain *text* (an error's explanation) with *status*."""
     return Reply(status, (*headers, ("Content-Type", "text/plain; charset=utf-8")), text.encode())
 
 
@@ -276,10 +277,23 @@ def too_slow(registry: object, seconds: float) -> Reply:
         registry,
         seconds,
     )
-    return _plain(
+    return plain_reply(
         503,
         f"503 Service Unavailable: collecting the metrics took longer than {seconds:.3g} s.\n",
     )
+
+
+BAD_NAMES: Final = plain_reply(400, "400 Bad Request: name[] values must be UTF-8.\n")
+"""The answer to a scrape whose ``name[]`` values are not UTF-8."""
+
+
+def encoded(fmt: Format, body: bytes, *, compress: bool) -> Reply:
+    """Return the 200 reply carrying *body* in *fmt*, gzipped if *compress*."""
+    headers = [("Content-Type", fmt.content_type)]
+    if compress:
+        body = gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
+        headers.append(("Content-Encoding", "gzip"))
+    return Reply(200, tuple(headers), body)
 
 
 class Guard:
@@ -308,7 +322,7 @@ class Guard:
         """
         if self.auth is None or self.auth.accepts(authorization):
             return None
-        return _plain(
+        return plain_reply(
             401,
             "401 Unauthorized: valid credentials are required to read these metrics.\n",
             ("WWW-Authenticate", self.auth.challenge()),
@@ -461,7 +475,7 @@ class Exposition:
         try:
             names = requested_names(query)
         except ValueError:
-            return _done(_plain(400, "400 Bad Request: name[] values must be UTF-8.\n"))
+            return _done(BAD_NAMES)
         view = (
             negotiate(accept),
             names,
@@ -478,11 +492,7 @@ class Exposition:
             body = fmt.render(self.registry, names or None, created=self.created)
         except Exception:  # noqa: BLE001 -- a broken collector is the scraper's 500, and logged
             _log.exception("Rendering the metrics of %r failed.", self.registry)
-            return _plain(
+            return plain_reply(
                 500, "500 Internal Server Error: collecting the metrics failed; see the log.\n"
             )
-        headers = [("Content-Type", fmt.content_type)]
-        if compress:
-            body = gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
-            headers.append(("Content-Encoding", "gzip"))
-        return Reply(200, tuple(headers), body)
+        return encoded(fmt, body, compress=compress)

@@ -298,6 +298,11 @@ def _write_atomically(path: Path, content: str, *, lock: bool) -> int | None:
         os.write(descriptor, content.encode())
         os.fsync(descriptor)
         os.chmod(temporary, 0o644)  # noqa: PTH101 -- Prometheus may run as another user
+        # The modification time tells this process's file from an earlier
+        # one that had the same name and inode (see Target.writer): set it
+        # to the nanosecond, finer than the file system's coarse clock.
+        now = time.time_ns()
+        os.utime(temporary, ns=(now, now))
         os.replace(temporary, path)  # noqa: PTH105
     except BaseException as error:
         os.close(descriptor)
@@ -382,16 +387,23 @@ class Target:
         file: The name of the file it was read from.
         address: ``host:port``.
         labels: The labels of its target group, ``__`` labels included.
+        writer: For a file FileSD wrote, its inode number and modification
+            time: each process writes a file of its own, so a new process
+            has a new writer even where the file name and (by chance) the
+            port are the same.  Empty for other files, which may be
+            rewritten by hand.
     """
 
     file: str
     address: str
     labels: Mapping[str, str]
+    writer: str = ""
 
     @property
     def identity(self) -> str:
         """A name for the process behind the target: a new process gets a new one."""
-        return f"{self.file}|{self.address}"
+        file = f"{self.file}@{self.writer}" if self.writer else self.file
+        return f"{file}|{self.address}"
 
 
 class TargetDirectory:
@@ -436,7 +448,9 @@ class TargetDirectory:
             return known
         try:
             with open(entry.path, "rb") as file:  # noqa: PTH123 -- a DirEntry's path
-                targets = _parse_targets(entry.name, file.read())
+                filesd = _written_by_filesd(entry.name)
+                writer = f"{stat.st_ino}.{stat.st_mtime_ns}" if filesd else ""
+                targets = _parse_targets(entry.name, file.read(), writer)
         except ValueError as error:
             _log.warning("Skipping the target file %s: %s", entry.path, error)
             targets = []
@@ -485,7 +499,11 @@ def _same_file(descriptor: int, path: Path) -> bool:
     return (opened.st_dev, opened.st_ino) == (current.st_dev, current.st_ino)
 
 
-def _parse_targets(name: str, content: bytes) -> list[Target]:
+def _written_by_filesd(name: str) -> bool:
+    return bool(_SLOT_FILE.fullmatch(name) or _PROCESS_FILE.fullmatch(name))
+
+
+def _parse_targets(name: str, content: bytes, writer: str) -> list[Target]:
     """Parse file_sd JSON; raise ValueError saying what is wrong with it."""
     try:
         groups: object = json.loads(content)
@@ -510,7 +528,8 @@ def _parse_targets(name: str, content: bytes) -> list[Target]:
             raise ValueError(msg)
         valid_labels = cast("dict[str, str]", labels)
         targets.extend(
-            Target(name, address, dict(valid_labels)) for address in cast("list[str]", addresses)
+            Target(name, address, dict(valid_labels), writer)
+            for address in cast("list[str]", addresses)
         )
     return targets
 

@@ -46,7 +46,8 @@ def _headers(headers: Mapping[str, str]) -> Mapping[str, str]:
     return CIMultiDict(headers)
 
 
-def _query(request: web.Request) -> str:
+def raw_query(request: web.Request) -> str:
+    """Return the request's query string as it arrived, still percent-encoded."""
     # raw_path keeps the query as it arrived, percent-encoded, so that the
     # core decodes name[] by the same rule for aiohttp and Twisted (aiohttp's
     # request.query would turn undecodable bytes into U+FFFD).  A stand-in
@@ -77,7 +78,7 @@ def serve(
                 return response(refusal)
         seconds = scrape_seconds(headers.get(SCRAPE_TIMEOUT_HEADER))
         try:
-            reply = await asyncio.wait_for(answer(headers, _query(request)), seconds)
+            reply = await asyncio.wait_for(answer(headers, raw_query(request)), seconds)
         except asyncio.TimeoutError:
             reply = too_slow(exposition.registry, seconds)
         return response(reply)

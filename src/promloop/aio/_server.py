@@ -56,7 +56,7 @@ def _root_page(metrics_path: str) -> Handler:
     return root
 
 
-def _require_credentials(guard: Guard) -> Middleware:
+def require_credentials(guard: Guard) -> Middleware:
     """Return a middleware that refuses a request without valid credentials, on every path.
 
     The root page, the metrics path and unknown paths alike answer 401, before
@@ -203,10 +203,35 @@ async def start_http_server(
     # The middleware guards every path, the metrics path included: the handler
     # need not check the credentials a second time.
     app = web.Application(
-        middlewares=[_require_credentials(exposition.guard)] if auth is not None else []
+        middlewares=[require_credentials(exposition.guard)] if auth is not None else []
     )
     app.router.add_get("/", _root_page(path))
     app.router.add_get(path, serve(exposition, hooks, check_credentials=False))
+    return await serve_app(
+        app,
+        addr=addr,
+        port=port,
+        ssl_ctx=ssl_ctx,
+        metrics_path=path,
+        service_discovery=service_discovery,
+    )
+
+
+async def serve_app(
+    app: web.Application,
+    *,
+    addr: str,
+    port: int,
+    ssl_ctx: ssl.SSLContext | None,
+    metrics_path: str,
+    service_discovery: ServiceDiscovery | None,
+) -> MetricsHTTPServer:
+    """Serve *app* on every address *addr* stands for, then register it.
+
+    What every promloop server shares (the metrics server, the fan-in): no
+    access log, no signal handling, one port for IPv4 and IPv6, a bounded
+    close, and nothing left open when listening or registering fails.
+    """
     runner = web.AppRunner(
         app, access_log=None, handle_signals=False, shutdown_timeout=CLOSE_GRACE_SECONDS
     )
@@ -218,11 +243,11 @@ async def start_http_server(
             await web.SockSite(runner, sock, ssl_context=ssl_ctx).start()
         host, bound_port = sockets[0].getsockname()[:2]
         server = MetricsHTTPServer(
-            Socket(host, bound_port), runner, https=ssl_ctx is not None, metrics_path=path
+            Socket(host, bound_port), runner, https=ssl_ctx is not None, metrics_path=metrics_path
         )
         if service_discovery is not None:
             # The server cannot be registered before it exists, nor exist
-            # unregistered after start_http_server() returns.
+            # unregistered after it is returned.
             deregister = await service_discovery.register(server)
             server._deregister = deregister  # noqa: SLF001  # pyright: ignore[reportPrivateUsage]
     except BaseException:
