@@ -34,6 +34,12 @@ async def main(reactor, warmup: int, count: int) -> None:
     registry = CollectorRegistry()
     Counter("cycles", "Start/scrape/close cycles.", registry=registry).inc()
     resource = MetricsResource(registry, reactor=reactor)
+    # The reactor's thread pool grows one thread at a time up to its bound;
+    # the measurement starts once it is full.
+    pool = reactor.getThreadPool()
+    await defer.gatherResults(
+        [threads.deferToThread(time.sleep, 0.05) for _ in range(pool.max * 2)]
+    )
     await cycles(reactor, resource, warmup)
     before, calls_before = Resources.now(), len(reactor.getDelayedCalls())
     started = time.perf_counter()
