@@ -5,7 +5,8 @@ endpoints, validating payloads as Consul does) and what a scraper's
 ``consul_sd_configs`` reads (``/v1/agent/self``, the catalog and health
 endpoints, with blocking queries), so that a real client --
 VictoriaMetrics -- can discover through it.  Modes: an ACL token required,
-the agent down, 5xx replies, and forgetting every service.
+the agent down, 5xx replies, forgetting every service, a garbled service
+list, and registrations whose reply never comes.
 """
 
 from __future__ import annotations
@@ -37,9 +38,14 @@ class FakeConsul:
         self.requests: list[tuple[str, str, dict[str, str], Any]] = []
         self.fail_status: int | None = None
         self.garble_next_service_list = False
+        # "after-registering": the service is registered, but the reply does
+        # not come; "before-registering": neither happens.  The request hangs
+        # until the agent stops.
+        self.hang_registrations: str | None = None
         self.port: int | None = None
         self._index = 1
         self._changed: asyncio.Condition | None = None
+        self._stopping: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
@@ -66,6 +72,7 @@ class FakeConsul:
 
         async def serve() -> None:
             self._changed = asyncio.Condition()
+            self._stopping = asyncio.Event()
             app = web.Application()
             app.router.add_put("/v1/agent/service/register", self._register)
             app.router.add_put("/v1/agent/service/deregister/{id}", self._deregister)
@@ -81,12 +88,15 @@ class FakeConsul:
             await self._runner.setup()
             site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_port=True)
             await site.start()
-            started.set()
 
         def run() -> None:
             assert self._loop is not None
             self._loop.run_until_complete(serve())
+            # Announced from inside run_forever(): a stop() that came sooner
+            # would be spent on run_until_complete(), and this loop never end.
+            self._loop.call_soon(started.set)
             self._loop.run_forever()
+            self._stopping.set()  # type: ignore[union-attr] # hanging requests end
             self._loop.run_until_complete(self._runner.cleanup())  # type: ignore[union-attr]
             self._loop.close()
 
@@ -101,6 +111,8 @@ class FakeConsul:
         if self._loop is not None and self._thread is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
+            if self._thread.is_alive():
+                raise RuntimeError("the fake Consul agent did not stop")
             self._loop = self._thread = None
 
     def close(self) -> None:
@@ -118,6 +130,10 @@ class FakeConsul:
     def registered(self, service_id: str) -> dict[str, Any] | None:
         return self.services.get(service_id)
 
+    def calls(self, method: str, path: str) -> int:
+        """Count the requests received for paths that start with *path*."""
+        return sum(1 for m, p, _, _ in self.requests if m == method and p.startswith(path))
+
     def _bump(self) -> None:
         self._index += 1
         if self._loop is not None and self._changed is not None:
@@ -130,6 +146,11 @@ class FakeConsul:
 
     # --- the HTTP API ---------------------------------------------------------
 
+    async def _hang(self) -> None:
+        """Wait until the agent stops."""
+        assert self._stopping is not None
+        await self._stopping.wait()
+
     def _check_request(self, request: web.Request) -> web.Response | None:
         if self.fail_status is not None:
             return web.Response(status=self.fail_status, text="fake Consul: simulated failure")
@@ -140,6 +161,9 @@ class FakeConsul:
     async def _register(self, request: web.Request) -> web.Response:
         body = await request.json()
         self.requests.append(("PUT", request.path_qs, dict(request.headers), body))
+        if self.hang_registrations == "before-registering":
+            await self._hang()
+            return web.Response(status=503, text="fake Consul: stopping")
         refusal = self._check_request(request)
         if refusal is not None:
             return refusal
@@ -149,6 +173,8 @@ class FakeConsul:
         service_id = body.get("ID") or body["Name"]
         self.services[service_id] = body
         self._bump()
+        if self.hang_registrations == "after-registering":
+            await self._hang()
         return web.Response(status=200)
 
     async def _deregister(self, request: web.Request) -> web.Response:
@@ -164,12 +190,14 @@ class FakeConsul:
         return web.Response(status=200)
 
     async def _agent_services(self, request: web.Request) -> web.Response:
+        self.requests.append(("GET", request.path_qs, dict(request.headers), None))
         refusal = self._check_request(request)
         if refusal is not None:
             return refusal
         if self.garble_next_service_list:
+            # As a proxy in front of the agent might answer.
             self.garble_next_service_list = False
-            return web.Response(text="{truncated", content_type="application/json")
+            return web.Response(text="<html>Bad Gateway", content_type="text/html")
         return web.json_response({sid: _agent_service(sid, s) for sid, s in self.services.items()})
 
     async def _agent_self(self, request: web.Request) -> web.Response:

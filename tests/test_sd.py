@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("aiohttp", reason="the no-aiohttp tox environments test the ImportError")
 
 from promloop.aio.sd import ConsulAgent
-from promloop.aio.web import Socket, start_http_server
+from promloop.aio.web import Socket, start_http_server, start_http_server_in_thread
 
 from .fake_consul import FakeConsul
 from .peers import port_is_free
@@ -261,134 +261,288 @@ class TestConsulAgent:
             ConsulAgent(agent_url="unix:///var/run/consul.sock")
 
 
-class TestKeepRegistered:
-    def test_agent_down_at_start(self, consul):
-        """The server starts anyway, and registers within a second of the agent coming up."""
-        consul.stop()
+class TestTimeout:
+    def test_silent_agent_at_threaded_start(self, silent_agent):
+        """An agent that accepts and never answers fails the start, naming Consul and the limit."""
+        agent = ConsulAgent(agent_url=silent_agent, token="s3cret-token", timeout=0.2)
+
+        with pytest.raises(TimeoutError) as raised:
+            start_http_server_in_thread(addr="127.0.0.1", service_discovery=agent)
+
+        message = str(raised.value)
+        assert f"Consul agent {silent_agent} did not answer within 0.2 s" in message
+        assert "timeout=" in message
+        assert "s3cret-token" not in message + repr(raised.value) + repr(agent)
+
+    def test_silent_agent_in_the_background(self, silent_agent, caplog):
+        """With keep_registered, each attempt gives up after the limit, and is logged so."""
+        waits = Waits()
+        agent = kept(silent_agent, waits, timeout=0.1)
 
         async def main():
-            agent = ConsulAgent(agent_url=consul.url, service_id="kept", keep_registered=True)
             server = await start_http_server(addr="127.0.0.1", service_discovery=agent)
-            await asyncio.sleep(1.5)  # a few failed attempts
+            await until(lambda: len(waits.asked) >= 2, "two attempts")
+            # The first attempt may have reached the agent: close tries to
+            # deregister, which the silent agent does not answer either.
+            with pytest.raises(TimeoutError, match=r"did not answer within 0\.1 s"):
+                await server.close()
+            return server
+
+        with caplog.at_level(logging.WARNING, logger="promloop"):
+            server = run(main())
+
+        assert port_is_free(server.socket.port)
+        assert f"Consul agent {silent_agent} unreachable: TimeoutError: Consul agent" in caplog.text
+
+    @pytest.mark.parametrize("timeout", [0, -1, float("nan"), float("inf"), "10"])
+    def test_invalid(self, timeout):
+        """A limit that is not a positive number of seconds fails at once."""
+        with pytest.raises(ValueError, match="timeout= must be a positive number of seconds"):
+            ConsulAgent(timeout=timeout)
+
+
+class TestKeepRegistered:
+    def test_agent_down_at_start(self, consul):
+        """The server starts anyway; retries back off from under 1 s to 5 s; then it registers."""
+        consul.stop()
+        waits = Waits()
+
+        async def main():
+            agent = kept(consul.url, waits)
+            server = await start_http_server(addr="127.0.0.1", service_discovery=agent)
+            await until(lambda: len(waits.asked) >= 7, "seven failed attempts")
             assert server.is_registered  # the registration is kept: the server runs
-            up = time.monotonic()
+            retries = list(waits.asked)
             await asyncio.get_running_loop().run_in_executor(None, consul.start)
-            while consul.registered("kept") is None:
-                await asyncio.sleep(0.05)
-            registered_after = time.monotonic() - up
+            await until(lambda: consul.registered("kept") is not None, "the registration")
             await server.close()
-            return registered_after
+            return retries
 
-        registered_after = run(main())
+        retries = run(main())
 
-        assert registered_after < 6  # the backoff is capped at 5 s
+        assert_backs_off(retries)
         assert consul.registered("kept") is None  # deregistered on close
 
     def test_reregisters_after_agent_forgets(self, consul):
-        """A listed service is left alone; one the agent no longer lists is registered again."""
+        """The service list is checked every 5 s: a listed service is left alone, else re-added."""
+        waits = Waits()
 
         async def main():
-            agent = ConsulAgent(agent_url=consul.url, service_id="kept", keep_registered=True)
-            server = await start_http_server(addr="127.0.0.1", service_discovery=agent)
-            while consul.registered("kept") is None:
-                await asyncio.sleep(0.05)
-            await asyncio.sleep(5.5)  # one check of the service list: still listed
-            registrations = [r for r in consul.requests if r[1] == "/v1/agent/service/register"]
-            assert 1 == len(registrations)  # nothing registered needlessly
+            server = await start_http_server(
+                addr="127.0.0.1", service_discovery=kept(consul.url, waits)
+            )
+            await until(lambda: consul.calls("GET", "/v1/agent/services") >= 3, "three checks")
+            checks = list(waits.asked)
+            registrations = consul.calls("PUT", "/v1/agent/service/register")
             consul.forget_all()
-            forgotten = time.monotonic()
-            while consul.registered("kept") is None:
-                await asyncio.sleep(0.05)
-            again_after = time.monotonic() - forgotten
+            await until(lambda: consul.registered("kept") is not None, "a new registration")
             await server.close()
-            return again_after
+            return checks, registrations
 
-        assert run(main()) < 7  # the service list is checked at least every 5 s
+        checks, registrations = run(main())
+
+        assert 1 == registrations  # nothing registered needlessly
+        assert {5.0} == set(checks)
+        assert 2 == consul.calls("PUT", "/v1/agent/service/register")
 
     def test_refused_then_accepted(self, caplog):
-        """A refusing agent is asked again until it accepts."""
+        """A refusing agent is asked again, backing off, until it accepts."""
         fake = FakeConsul(token="right").start()
+        waits = Waits()
         try:
 
             async def main():
-                agent = ConsulAgent(
-                    agent_url=fake.url, token="right", service_id="kept", keep_registered=True
-                )
                 fake.fail_status = 503
-                server = await start_http_server(addr="127.0.0.1", service_discovery=agent)
-                await asyncio.sleep(1.5)
+                server = await start_http_server(
+                    addr="127.0.0.1", service_discovery=kept(fake.url, waits, token="right")
+                )
+                await until(lambda: len(waits.asked) >= 3, "three refusals")
+                retries = list(waits.asked)
                 fake.fail_status = None
-                deadline = time.monotonic() + 10
-                while fake.registered("kept") is None and time.monotonic() < deadline:
-                    await asyncio.sleep(0.05)
-                registered = fake.registered("kept") is not None
+                await until(lambda: fake.registered("kept") is not None, "the registration")
                 await server.close()
-                return registered
+                return retries
 
             with caplog.at_level(logging.WARNING, logger="promloop"):
-                assert run(main())
+                retries = run(main())
         finally:
             fake.close()
+        assert_backs_off(retries)
         assert "HTTP 503" in caplog.text
 
-    def test_survives_a_garbled_answer(self, consul, caplog):
-        """A reply that is not even JSON does not end the background registration."""
+    def test_survives_a_garbled_answer(self, caplog):
+        """A reply that is not even JSON does not end the background registration.
 
-        async def main():
-            agent = ConsulAgent(agent_url=consul.url, service_id="kept", keep_registered=True)
-            server = await start_http_server(addr="127.0.0.1", service_discovery=agent)
-            while consul.registered("kept") is None:
-                await asyncio.sleep(0.05)
-            consul.garble_next_service_list = True
-            consul.forget_all()
-            deadline = time.monotonic() + 15
-            while consul.registered("kept") is None and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-            registered = consul.registered("kept") is not None
-            await server.close()
-            return registered
+        The warning names the error, never the token (aiohttp's repr of a
+        response error would show the request's headers).
+        """
+        fake = FakeConsul(token="s3cret-token").start()
+        waits = Waits()
+        try:
 
-        with caplog.at_level(logging.WARNING, logger="promloop"):
-            assert run(main())
-        assert consul.registered("kept") is None  # deregistered on close
-        assert "JSONDecodeError" in caplog.text or "ContentTypeError" in caplog.text
+            async def main():
+                agent = kept(fake.url, waits, token="s3cret-token")
+                server = await start_http_server(addr="127.0.0.1", service_discovery=agent)
+                await until(lambda: fake.registered("kept") is not None, "the registration")
+                fake.garble_next_service_list = True
+                fake.forget_all()
+                await until(lambda: fake.registered("kept") is not None, "a new registration")
+                fake.fail_status = 500  # and a service list refused
+                await until(lambda: "refused to list" in caplog.text, "a refused list")
+                fake.fail_status = None
+                await server.close()
 
-    def test_never_reached_agent_closes_quietly(self):
+            with caplog.at_level(logging.DEBUG):
+                run(main())
+        finally:
+            fake.close()
+        assert fake.registered("kept") is None  # deregistered on close
+        assert "ContentTypeError" in caplog.text
+        assert "HTTP 500: fake Consul: simulated failure" in caplog.text
+        assert "s3cret-token" not in caplog.text
+
+    def test_never_reached_agent_closes_quietly(self, caplog):
         """A server whose agent never answered closes without trying to deregister."""
         dead = f"http://127.0.0.1:{_unused_port()}"
+        waits = Waits()
 
         async def main():
-            agent = ConsulAgent(agent_url=dead, keep_registered=True)
-            server = await start_http_server(addr="127.0.0.1", service_discovery=agent)
-            await asyncio.sleep(0.2)
+            server = await start_http_server(addr="127.0.0.1", service_discovery=kept(dead, waits))
+            await until(lambda: len(waits.asked) >= 2, "two attempts")
             await server.close()
             return server
 
-        server = run(main())
+        with caplog.at_level(logging.WARNING, logger="promloop"):
+            server = run(main())
 
         assert port_is_free(server.socket.port)
+        assert "deregister" not in caplog.text
 
     def test_flapping_agent(self, consul):
         """An agent that goes down and up again ends with the service registered."""
+        waits = Waits()
 
         async def main():
-            agent = ConsulAgent(agent_url=consul.url, service_id="kept", keep_registered=True)
-            server = await start_http_server(addr="127.0.0.1", service_discovery=agent)
+            server = await start_http_server(
+                addr="127.0.0.1", service_discovery=kept(consul.url, waits)
+            )
             loop = asyncio.get_running_loop()
             for _ in range(3):
+                await until(lambda: consul.registered("kept") is not None, "the registration")
                 await loop.run_in_executor(None, consul.stop)
                 consul.forget_all()
-                await asyncio.sleep(0.3)
+                failed = len(waits.asked)
+                await until(lambda: len(waits.asked) >= failed + 2, "two failed attempts")  # noqa: B023
                 await loop.run_in_executor(None, consul.start)
-                await asyncio.sleep(0.3)
-            deadline = time.monotonic() + 10
-            while consul.registered("kept") is None and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-            registered = consul.registered("kept") is not None
+            await until(lambda: consul.registered("kept") is not None, "the registration")
             await server.close()
-            return registered
 
-        assert run(main())
+        run(main())
+
+        assert 4 <= consul.calls("PUT", "/v1/agent/service/register")
+
+    @pytest.mark.parametrize("deregister", [True, False])
+    def test_closed_while_registering(self, consul, deregister):
+        """Closed while a registration is in flight, the service is deregistered all the same.
+
+        The agent registered it, but its answer had not arrived.
+        """
+        consul.hang_registrations = "after-registering"
+
+        async def main():
+            agent = kept(consul.url, Waits(), deregister=deregister)
+            server = await start_http_server(addr="127.0.0.1", service_discovery=agent)
+            await until(lambda: consul.registered("kept") is not None, "the registration")
+            await server.close()
+
+        run(main())
+
+        assert (consul.registered("kept") is None) is deregister
+        assert int(deregister) == consul.calls("PUT", "/v1/agent/service/deregister/")
+
+    def test_closed_before_the_agent_registered(self, consul, caplog):
+        """A registration that never reached the agent's books is not worth a warning.
+
+        Close cannot know: it deregisters, and the agent's 404 is expected.
+        """
+        consul.hang_registrations = "before-registering"
+
+        async def main():
+            agent = kept(consul.url, Waits())
+            server = await start_http_server(addr="127.0.0.1", service_discovery=agent)
+            await until(lambda: consul.calls("PUT", "/v1/agent/service/register"), "an attempt")
+            await server.close()
+
+        with caplog.at_level(logging.WARNING, logger="promloop"):
+            run(main())
+
+        assert 1 == consul.calls("PUT", "/v1/agent/service/deregister/")
+        assert "" == caplog.text
+
+    def test_closed_while_registering_deregistration_refused(self, consul, caplog):
+        """Any other refusal of that deregistration is logged."""
+        consul.hang_registrations = "before-registering"
+
+        async def main():
+            agent = kept(consul.url, Waits())
+            server = await start_http_server(addr="127.0.0.1", service_discovery=agent)
+            await until(lambda: consul.calls("PUT", "/v1/agent/service/register"), "an attempt")
+            consul.fail_status = 500
+            await server.close()
+
+        with caplog.at_level(logging.WARNING, logger="promloop"):
+            run(main())
+
+        assert "refused to deregister service 'kept': HTTP 500" in caplog.text
+
+
+class Waits:
+    """Stands in for asyncio.sleep in ConsulAgent's background registration.
+
+    It records each wait asked for and lets it pass at once (after a moment
+    of real time, so that the test and the fake agent's thread run): the
+    retry schedule is checked exactly, and no test sleeps for seconds.
+    """
+
+    def __init__(self):
+        self.asked = []
+
+    async def __call__(self, seconds):
+        self.asked.append(seconds)
+        await asyncio.sleep(0.002)
+
+
+def kept(agent_url, waits, **options):
+    """Return a ConsulAgent that keeps the service "kept" registered, waiting with *waits*."""
+    agent = ConsulAgent(agent_url=agent_url, service_id="kept", keep_registered=True, **options)
+    agent._sleep = waits
+    return agent
+
+
+def assert_backs_off(waits):
+    """Check the retry schedule: retry n waits base * [0.5, 1] s, base = 0.5 * 2**n up to 5."""
+    base = 0.5
+    for wait in waits:
+        assert base / 2 <= wait <= base, waits
+        base = min(base * 2, 5.0)
+
+
+async def until(condition, what, timeout=30.0):
+    """Wait until *condition()* holds; fail after *timeout* seconds (a bound, not a measurement)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        await asyncio.sleep(0.005)
+
+
+@pytest.fixture
+def silent_agent():
+    """Yield the URL of an agent that accepts connections and never answers."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
 
 
 def _unused_port() -> int:

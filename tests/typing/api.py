@@ -268,6 +268,7 @@ async def use_sd() -> None:
         check_timeout="2s",
         deregister_critical_after="1m",
         keep_registered=True,
+        timeout=2.5,
     )
     file_sd: ServiceDiscovery = FileSD("/run/targets", labels={"env": "prod"}, filename="me.json")
     slotted: ServiceDiscovery = FileSD(Path("/run/targets"), slot="worker")
@@ -276,6 +277,7 @@ async def use_sd() -> None:
     await server.close()
 
     ConsulAgent(tags="payments")  # type: ignore[arg-type]
+    ConsulAgent(timeout="10s")  # type: ignore[arg-type]
     FileSD("/run/targets", labels={"env": 1})  # type: ignore[dict-item]
     FileSD("/run/targets", slot=0)  # type: ignore[arg-type]
     print(slotted)

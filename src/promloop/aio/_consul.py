@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import random
 
-from typing import TYPE_CHECKING, Any
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any, Final, cast
 from urllib.parse import quote
 
 from .._file_sd import advertised_host, host_port
@@ -25,7 +27,8 @@ import aiohttp  # noqa: E402
 
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+    from types import SimpleNamespace
 
     from ..types import Deregisterer, MetricsServer
 
@@ -33,6 +36,13 @@ if TYPE_CHECKING:
 __all__ = ["ConsulAgent"]
 
 _log = logging.getLogger("promloop")
+
+# keep_registered's schedule, in seconds: a failed attempt is retried after
+# base * [0.5, 1] (jitter), the base doubling from the first retry's to the
+# longest; a registered service is looked for in the agent's list this often.
+_FIRST_RETRY: Final = 0.5
+_LONGEST_RETRY: Final = 5.0
+_LIST_CHECK: Final = 5.0
 
 
 class ConsulAgent:
@@ -63,17 +73,20 @@ class ConsulAgent:
             has been critical this long (``"1m"``), for processes that die
             without deregistering.
         keep_registered: Never fail the server's start: retry in the
-            background while the agent is unreachable (first retry within a
-            second, exponential backoff with jitter, capped at 5 s), and
-            re-register whenever the agent no longer lists the service.
+            background while the agent is unreachable or refuses (first
+            retry within a second, exponential backoff with jitter, capped
+            at 5 s), and re-register whenever the agent no longer lists the
+            service (its list is checked every 5 s).
+        timeout: Seconds each request to the agent may take, from connecting
+            to reading its answer.
 
     Raises:
         ValueError: *agent_url* (or ``CONSUL_HTTP_ADDR``) is not an HTTP(S)
-            address.
+            address, or *timeout* is not a positive number.
 
     .. versionchanged:: 26.0.0
-       *agent_url*, *meta*, *address*, the check settings and
-       *keep_registered*; a unique default *service_id*.
+       *agent_url*, *meta*, *address*, the check settings,
+       *keep_registered* and *timeout*; a unique default *service_id*.
     """
 
     def __init__(
@@ -91,6 +104,7 @@ class ConsulAgent:
         check_timeout: str | None = None,
         deregister_critical_after: str | None = None,
         keep_registered: bool = False,
+        timeout: float = 10.0,
     ) -> None:
         self.name = name
         self.service_id = service_id
@@ -104,15 +118,28 @@ class ConsulAgent:
         self.check_timeout = check_timeout
         self.deregister_critical_after = deregister_critical_after
         self.keep_registered = keep_registered
+        given = cast("object", timeout)  # checked: callers without a type checker exist
+        if not isinstance(given, (int, float)) or not math.isfinite(given) or given <= 0:
+            msg = f"ConsulAgent: timeout= must be a positive number of seconds, not {timeout!r}."
+            raise ValueError(msg)
+        self.timeout: float = timeout
         self._session: aiohttp.ClientSession | None = None
         self._registrations = 0
+        # How keep_registered waits between attempts; tests step through the
+        # schedule with a stand-in instead of sleeping for seconds.
+        self._sleep: Callable[[float], Awaitable[object]] = asyncio.sleep
 
     def _open_session(self) -> aiohttp.ClientSession:
         """Return this agent's one HTTP session, opening it for the first registration."""
         if self._session is None or self._session.closed:
             headers = {"X-Consul-Token": self.token} if self.token else {}
+            tracing = aiohttp.TraceConfig()
+            tracing.on_request_headers_sent.append(_note_sent)
             self._session = aiohttp.ClientSession(
-                self.agent_url, headers=headers, timeout=aiohttp.ClientTimeout(total=10)
+                self.agent_url,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                trace_configs=[tracing],
             )
         self._registrations += 1
         return self._session
@@ -157,8 +184,11 @@ class ConsulAgent:
         logged at WARNING with the agent's status and reply).
 
         Raises:
-            aiohttp.ClientError, OSError, TimeoutError: The agent is unreachable
-                (unless *keep_registered*).
+            aiohttp.ClientError, OSError: The agent is unreachable (unless
+                *keep_registered*).
+            TimeoutError: The agent did not answer within *timeout* seconds
+                (unless *keep_registered*); the message names the agent and
+                the limit.
         """
         registration = _Registration(self, self._payload(metrics_server), self._open_session())
         if self.keep_registered:
@@ -197,19 +227,48 @@ class _Registration:
         self.session = session
         self.keeper: asyncio.Task[None] | None = None
         self.registered = False
-        self.ever_registered = False
+        # The agent accepted a registration: it lists the service until told otherwise.
+        self.confirmed = False
+        # A registration was sent, and its answer never came (the request was
+        # cancelled, timed out, or lost its connection): the agent may list
+        # the service.
+        self.unanswered = False
+
+    @contextlib.asynccontextmanager
+    async def request(
+        self, method: str, path: str, **options: Any
+    ) -> AsyncGenerator[aiohttp.ClientResponse, None]:
+        """Send one request to the agent; a timeout names the agent and the limit."""
+        try:
+            async with self.session.request(method, path, **options) as reply:
+                yield reply
+        except asyncio.TimeoutError as error:
+            msg = (
+                f"Consul agent {self.agent.agent_url} did not answer within "
+                f"{self.agent.timeout:g} s (ConsulAgent(timeout=...))."
+            )
+            raise TimeoutError(msg) from error
 
     async def register_once(self) -> bool:
-        async with self.session.put("/v1/agent/service/register", json=self.payload) as reply:
-            if reply.ok:
-                self.registered = self.ever_registered = True
-                return True
-            await _log_refusal(reply, "register", self.agent.agent_url, self.service_id)
-            return False
+        sent = _Sent()
+        try:
+            async with self.request(
+                "PUT", "/v1/agent/service/register", json=self.payload, trace_request_ctx=sent
+            ) as reply:
+                if reply.ok:
+                    self.registered = self.confirmed = True
+                    return True
+                await _log_refusal(reply, "register", self.agent.agent_url, self.service_id)
+                return False
+        except BaseException:
+            self.unanswered = self.unanswered or sent.value
+            raise
 
     async def is_listed(self) -> bool:
-        async with self.session.get("/v1/agent/services") as reply:
-            reply.raise_for_status()
+        async with self.request("GET", "/v1/agent/services") as reply:
+            if not reply.ok:
+                await _log_refusal(reply, "list", self.agent.agent_url, self.service_id)
+                return False
             services = await reply.json()
         return self.service_id in services
 
@@ -217,20 +276,31 @@ class _Registration:
         self.keeper = asyncio.create_task(self._keep_registered())
 
     async def _keep_registered(self) -> None:
-        delay = 0.5
+        sleep = self.agent._sleep  # noqa: SLF001  # pyright: ignore[reportPrivateUsage]
+        retry = _FIRST_RETRY
         while True:
             try:
                 if not self.registered or not await self.is_listed():
                     self.registered = False
                     if await self.register_once():
                         _log.info("Registered %r with Consul.", self.service_id)
-                delay = 0.5
-                await asyncio.sleep(5 if self.registered else 1)
-            except Exception as error:  # noqa: BLE001, PERF203 -- keep trying, whatever happened
+            except Exception as error:  # noqa: BLE001 -- keep trying, whatever happened
                 self.registered = False
-                _log.warning("Consul agent %s unreachable: %r", self.agent.agent_url, error)
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311 -- jitter
-                delay = min(delay * 2, 5.0)
+                # The error's str(), never its repr(): aiohttp's repr of a
+                # response error shows the request's headers, the token among them.
+                _log.warning(
+                    "Consul agent %s unreachable: %s: %s",
+                    self.agent.agent_url,
+                    type(error).__name__,
+                    error,
+                )
+            if self.registered:
+                retry = _FIRST_RETRY
+                await sleep(_LIST_CHECK)
+            else:
+                jittered = retry * random.uniform(0.5, 1.0)  # noqa: S311 -- not for security
+                await sleep(jittered)
+                retry = min(retry * 2, _LONGEST_RETRY)
 
     async def close(self) -> None:
         """Stop keeping the service registered, deregister it once, release the session."""
@@ -239,15 +309,34 @@ class _Registration:
                 self.keeper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self.keeper
-            if self.agent.deregister and self.ever_registered:
+            if self.agent.deregister and (self.confirmed or self.unanswered):
                 path = f"/v1/agent/service/deregister/{quote(self.service_id, safe='')}"
-                async with self.session.put(path) as reply:
-                    if not reply.ok:
+                async with self.request("PUT", path) as reply:
+                    # Unless a registration was confirmed, "unknown service"
+                    # means that none reached the agent: nothing to report.
+                    if not reply.ok and (self.confirmed or reply.status != HTTPStatus.NOT_FOUND):
                         await _log_refusal(
                             reply, "deregister", self.agent.agent_url, self.service_id
                         )
         finally:
             await self.agent._release_session()  # noqa: SLF001  # pyright: ignore[reportPrivateUsage]
+
+
+class _Sent:
+    """Whether a request went out: from then on the agent may act on it, answer or not."""
+
+    def __init__(self) -> None:
+        self.value = False
+
+
+async def _note_sent(
+    session: aiohttp.ClientSession,
+    context: SimpleNamespace,
+    params: aiohttp.TraceRequestHeadersSentParams,
+) -> None:
+    sent = context.trace_request_ctx
+    if isinstance(sent, _Sent):
+        sent.value = True
 
 
 async def _log_refusal(reply: aiohttp.ClientResponse, what: str, agent: str, service: str) -> None:
