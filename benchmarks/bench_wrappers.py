@@ -1,38 +1,57 @@
-"""Per-call cost of promloop's wrappers, side by side with a bare call and a hand-written wrapper.
+"""What promloop's wrappers cost per call, next to the same metric calls written inline.
 
-Run:  python benchmarks/bench_wrappers.py [--quick]
+Run:  python benchmarks/bench_wrappers.py [--quick] [--rows TEXT]
 
-For each wrapper (time, count_exceptions, track_inprogress) and each side
-(aio: a coroutine function, driven without an event loop so that only the
-wrapper is measured; tx: a function returning an already-fired Deferred),
-with a no-op metric and with a real prometheus_client metric, it reports
-nanoseconds per call for:
+Each row is one way of measuring one call, with a real prometheus_client
+metric.  Its variants do the same work, and are timed in interleaved rounds,
+in this one process:
 
-- bare:     the undecorated function;
-- hand:     a hand-written wrapper doing the same work (the least any wrapper
-            can cost);
-- promloop: the promloop decorator;
-- prometheus-async: its decorator, when it is installed (a peer, never a
-            dependency).
+- bare:     the work, unmeasured;
+- inline:   the work with the metric calls written into it by hand -- the
+            floor: no wrapper can cost less;
+- hand:     a minimal hand-written wrapper around the work (a decorator, or a
+            helper for the one-shot forms);
+- promloop: promloop's wrapper;
+- peer:     prometheus-async's wrapper, when it is installed (a peer for the
+            comparison, never a dependency of promloop).
 
-and the ratio of wrapper overheads, (promloop - bare) / (hand - bare): the
-goal is at most 1.3.  Variants are timed in interleaved rounds and the
-fastest round of each is kept, so that a noisy neighbour affects all alike.
+A variant's overhead is its time above bare's.  The first table gives each
+wrapper's overhead as a multiple of inline's ("x inline": 1.00 means the
+wrapper costs exactly what writing the metric calls inline costs), from the
+best round of each variant and from the median round, and promloop's
+overhead as a multiple of the hand-written wrapper's.  The second table shows
+what promloop's generated code saves: the same decorators made by a probe
+(the generic start/stop pair every recipe has), by a template as written
+(``*args, **kwargs``), and by the template specialized to the function's own
+parameters, which is what promloop uses.
+
+asyncio coroutines are driven without an event loop, so that the loop's
+scheduling does not drown the wrapper's cost; Twisted's Deferreds have
+already fired.  Many short rounds: on a shared machine, the best of them is
+the least disturbed.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
+import statistics
 import sys
 import timeit
 
+from dataclasses import dataclass, field
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+import promloop.aio._decorators as aio_decorators
+
 from promloop import aio
+from promloop._probes import make_probe
+from promloop._recipes import COUNT, TIME, TRACK, make_recipe
+from promloop._templates import COROUTINE_FUNCTION_TEMPLATES
+from promloop._templating import specialize
+from promloop._wrappers import probed_coroutine_function
 
 
 if TYPE_CHECKING:
@@ -40,7 +59,7 @@ if TYPE_CHECKING:
 
 
 try:
-    from twisted.internet.defer import succeed
+    from twisted.internet.defer import Deferred, succeed
 
     from promloop import tx
 except ImportError:  # pragma: no cover
@@ -48,173 +67,532 @@ except ImportError:  # pragma: no cover
 
 try:
     import prometheus_async.aio as peer_aio
+except ImportError:  # pragma: no cover
+    peer_aio = None
+try:
     import prometheus_async.tx as peer_tx
 except ImportError:  # pragma: no cover
-    peer_aio = peer_tx = None
+    peer_tx = None
 
 
-class NoOp:
-    """A metric that records nothing: the wrapper's own cost stands alone."""
+# The rows of issue 13, and their goals: promloop's overhead as a multiple of
+# inline's, best round.
+GOALS = {
+    "aio @time": 1.2,
+    "aio @track_inprogress": 1.2,
+    "aio await time(m, coro)": 1.3,
+    "aio await track_inprogress(m, coro)": 1.3,
+    "aio @count_exceptions, raising": 1.5,
+    "tx @time": 1.2,
+    "tx time(m, deferred)": 1.3,
+}
 
-    def observe(self, value: float) -> None:
-        pass
 
-    def inc(self) -> None:
-        pass
-
-    def dec(self) -> None:
-        pass
+@dataclass
+class Row:
+    name: str
+    variants: dict[str, Callable[[], Any]] = field(default_factory=dict)
 
 
-def drive(coroutine_function: Callable[[], Any]) -> Callable[[], None]:
-    """Return a callable that runs one call of a coroutine function to completion, loop-free."""
+@dataclass
+class Metrics:
+    histogram: Histogram
+    counter: Counter
+    gauge: Gauge
+
+    @classmethod
+    def fresh(cls) -> Metrics:
+        registry = CollectorRegistry()
+        return cls(
+            Histogram("bench_seconds", "Benchmark.", registry=registry),
+            Counter("bench_failures", "Benchmark.", registry=registry),
+            Gauge("bench_in_progress", "Benchmark.", registry=registry),
+        )
+
+
+# --- the work, and driving it -----------------------------------------------------
+
+
+def driven(coroutine_function: Callable[[], Any]) -> Callable[[], None]:
+    """Run one call of a coroutine function that never suspends, loop-free."""
 
     def call() -> None:
-        with contextlib.suppress(StopIteration):
+        try:  # noqa: SIM105 -- contextlib.suppress() would cost more than some variants
             coroutine_function().send(None)
+        except StopIteration:
+            pass
 
     return call
 
 
-# --- hand-written wrappers: the same work, written out ---------------------------
+def driven_raising(coroutine_function: Callable[[], Any]) -> Callable[[], None]:
+    """Run one call of a coroutine function that raises ValueError, and catch it."""
+
+    def call() -> None:
+        try:  # noqa: SIM105 -- as in driven()
+            coroutine_function().send(None)
+        except ValueError:
+            pass
+
+    return call
 
 
-def hand_aio(kind: str, metric: Any, func: Callable[[], Any]) -> Callable[[], Any]:
-    if kind == "time":
+async def work() -> int:
+    return 1
 
+
+async def broken() -> int:
+    raise ValueError
+
+
+async def await_work() -> int:
+    return await work()
+
+
+def tx_work() -> Any:
+    return succeed(1)
+
+
+def with_peer(variants: dict[str, Any], make_peer: Callable[[], Any] | None) -> dict[str, Any]:
+    if make_peer is not None:
+        variants["peer"] = make_peer()
+    return variants
+
+
+# --- asyncio decorators -----------------------------------------------------------
+
+
+def aio_time(m: Metrics) -> Row:
+    async def inline() -> int:
+        started = perf_counter()
+        try:
+            return 1
+        finally:
+            m.histogram.observe(perf_counter() - started)
+
+    def hand(func: Callable[[], Any]) -> Callable[[], Any]:
         async def timed(*args: Any, **kwargs: Any) -> Any:
-            start = perf_counter()
+            started = perf_counter()
             try:
                 return await func(*args, **kwargs)
             finally:
-                metric.observe(perf_counter() - start)
+                m.histogram.observe(perf_counter() - started)
 
         return timed
-    if kind == "count_exceptions":
 
-        async def counted(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return await func(*args, **kwargs)
-            except Exception:
-                metric.inc()
-                raise
+    peer = (lambda: driven(peer_aio.time(m.histogram)(work))) if peer_aio else None
+    variants = {
+        "bare": driven(work),
+        "inline": driven(inline),
+        "hand": driven(hand(work)),
+        "promloop": driven(aio.time(m.histogram)(work)),
+    }
+    return Row("aio @time", with_peer(variants, peer))
 
-        return counted
 
-    async def tracked(*args: Any, **kwargs: Any) -> Any:
-        metric.inc()
+def hand_counting(counter: Counter, func: Callable[[], Any]) -> Callable[[], Any]:
+    async def counted(*args: Any, **kwargs: Any) -> Any:
         try:
             return await func(*args, **kwargs)
+        except Exception:
+            counter.inc()
+            raise
+
+    return counted
+
+
+def aio_count(m: Metrics) -> Row:
+    async def inline() -> int:
+        try:
+            return 1
+        except Exception:
+            m.counter.inc()
+            raise
+
+    peer = (lambda: driven(peer_aio.count_exceptions(m.counter)(work))) if peer_aio else None
+    variants = {
+        "bare": driven(work),
+        "inline": driven(inline),
+        "hand": driven(hand_counting(m.counter, work)),
+        "promloop": driven(aio.count_exceptions(m.counter)(work)),
+    }
+    return Row("aio @count_exceptions", with_peer(variants, peer))
+
+
+def aio_count_raising(m: Metrics) -> Row:
+    async def inline() -> int:
+        try:
+            raise ValueError  # noqa: TRY301 -- the work raises; its own code counts
+        except Exception:
+            m.counter.inc()
+            raise
+
+    peer = (
+        (lambda: driven_raising(peer_aio.count_exceptions(m.counter)(broken))) if peer_aio else None
+    )
+    variants = {
+        "bare": driven_raising(broken),
+        "inline": driven_raising(inline),
+        "hand": driven_raising(hand_counting(m.counter, broken)),
+        "promloop": driven_raising(aio.count_exceptions(m.counter)(broken)),
+    }
+    return Row("aio @count_exceptions, raising", with_peer(variants, peer))
+
+
+def aio_track(m: Metrics) -> Row:
+    async def inline() -> int:
+        m.gauge.inc()
+        try:
+            return 1
         finally:
-            metric.dec()
+            m.gauge.dec()
 
-    return tracked
+    def hand(func: Callable[[], Any]) -> Callable[[], Any]:
+        async def tracked(*args: Any, **kwargs: Any) -> Any:
+            m.gauge.inc()
+            try:
+                return await func(*args, **kwargs)
+            finally:
+                m.gauge.dec()
+
+        return tracked
+
+    peer = (lambda: driven(peer_aio.track_inprogress(m.gauge)(work))) if peer_aio else None
+    variants = {
+        "bare": driven(work),
+        "inline": driven(inline),
+        "hand": driven(hand(work)),
+        "promloop": driven(aio.track_inprogress(m.gauge)(work)),
+    }
+    return Row("aio @track_inprogress", with_peer(variants, peer))
 
 
-def hand_tx(kind: str, metric: Any, func: Callable[[], Any]) -> Callable[[], Any]:
-    if kind == "time":
+# --- asyncio: one awaitable -------------------------------------------------------
+# A caller awaits one coroutine, measured.
 
+
+def aio_one_time(m: Metrics) -> Row:
+    async def inline() -> int:
+        started = perf_counter()
+        try:
+            return await work()
+        finally:
+            m.histogram.observe(perf_counter() - started)
+
+    async def timed(awaitable: Any, started: float) -> Any:
+        try:
+            return await awaitable
+        finally:
+            m.histogram.observe(perf_counter() - started)
+
+    async def hand() -> int:
+        return await timed(work(), perf_counter())
+
+    async def ours() -> int:
+        return await aio.time(m.histogram, work())
+
+    async def peer() -> int:
+        return await peer_aio.time(m.histogram, work())
+
+    variants = {
+        "bare": driven(await_work),
+        "inline": driven(inline),
+        "hand": driven(hand),
+        "promloop": driven(ours),
+    }
+    return Row("aio await time(m, coro)", with_peer(variants, peer_aio and (lambda: driven(peer))))
+
+
+def aio_one_count(m: Metrics) -> Row:
+    async def inline() -> int:
+        try:
+            return await work()
+        except Exception:
+            m.counter.inc()
+            raise
+
+    async def counted(awaitable: Any) -> Any:
+        try:
+            return await awaitable
+        except Exception:
+            m.counter.inc()
+            raise
+
+    async def hand() -> int:
+        return await counted(work())
+
+    async def ours() -> int:
+        return await aio.count_exceptions(m.counter, work())
+
+    async def peer() -> int:
+        return await peer_aio.count_exceptions(m.counter, work())
+
+    variants = {
+        "bare": driven(await_work),
+        "inline": driven(inline),
+        "hand": driven(hand),
+        "promloop": driven(ours),
+    }
+    name = "aio await count_exceptions(m, coro)"
+    return Row(name, with_peer(variants, peer_aio and (lambda: driven(peer))))
+
+
+def aio_one_track(m: Metrics) -> Row:
+    async def inline() -> int:
+        m.gauge.inc()
+        try:
+            return await work()
+        finally:
+            m.gauge.dec()
+
+    async def tracked(awaitable: Any) -> Any:
+        m.gauge.inc()
+        try:
+            return await awaitable
+        finally:
+            m.gauge.dec()
+
+    async def hand() -> int:
+        return await tracked(work())
+
+    async def ours() -> int:
+        return await aio.track_inprogress(m.gauge, work())
+
+    async def peer() -> int:
+        return await peer_aio.track_inprogress(m.gauge, work())
+
+    variants = {
+        "bare": driven(await_work),
+        "inline": driven(inline),
+        "hand": driven(hand),
+        "promloop": driven(ours),
+    }
+    name = "aio await track_inprogress(m, coro)"
+    return Row(name, with_peer(variants, peer_aio and (lambda: driven(peer))))
+
+
+# --- Twisted: decorators on a function returning a Deferred, and one Deferred ------
+
+
+def tx_parts(m: Metrics) -> list[tuple[str, Any, Any, Any, Any]]:  # noqa: C901 -- one closure a variant
+    """Return each wrapper's name, metric, inline work, hand-written decorator and helper."""
+
+    def timed_inline() -> Deferred[int]:
+        started = perf_counter()
+
+        def observe(result: Any) -> Any:
+            m.histogram.observe(perf_counter() - started)
+            return result
+
+        return succeed(1).addBoth(observe)
+
+    def observe_since(result: Any, started: float) -> Any:
+        m.histogram.observe(perf_counter() - started)
+        return result
+
+    def hand_time(func: Callable[[], Any]) -> Callable[[], Any]:
         def timed(*args: Any, **kwargs: Any) -> Any:
-            start = perf_counter()
-
-            def observe(result: Any) -> Any:
-                metric.observe(perf_counter() - start)
-                return result
-
-            return func(*args, **kwargs).addBoth(observe)
+            return func(*args, **kwargs).addBoth(observe_since, perf_counter())
 
         return timed
-    if kind == "count_exceptions":
 
-        def count(failure: Any) -> Any:
-            metric.inc()
-            return failure
+    def count(failure: Any) -> Any:
+        m.counter.inc()
+        return failure
 
+    def counted_inline() -> Deferred[int]:
+        return succeed(1).addErrback(count)
+
+    def hand_count(func: Callable[[], Any]) -> Callable[[], Any]:
         def counted(*args: Any, **kwargs: Any) -> Any:
             return func(*args, **kwargs).addErrback(count)
 
         return counted
 
     def dec(result: Any) -> Any:
-        metric.dec()
+        m.gauge.dec()
         return result
 
-    def tracked(*args: Any, **kwargs: Any) -> Any:
-        metric.inc()
-        return func(*args, **kwargs).addBoth(dec)
+    def tracked_inline() -> Deferred[int]:
+        m.gauge.inc()
+        return succeed(1).addBoth(dec)
 
-    return tracked
+    def hand_track(func: Callable[[], Any]) -> Callable[[], Any]:
+        def tracked(*args: Any, **kwargs: Any) -> Any:
+            m.gauge.inc()
+            return func(*args, **kwargs).addBoth(dec)
+
+        return tracked
+
+    def one_timed_hand() -> Deferred[int]:
+        return succeed(1).addBoth(observe_since, perf_counter())
+
+    return [
+        ("time", m.histogram, timed_inline, hand_time, one_timed_hand),
+        ("count_exceptions", m.counter, counted_inline, hand_count, counted_inline),
+        ("track_inprogress", m.gauge, tracked_inline, hand_track, tracked_inline),
+    ]
 
 
-def real_metric(kind: str) -> Any:
-    registry = CollectorRegistry()
-    if kind == "time":
-        return Histogram("bench_seconds", "Benchmark.", registry=registry)
-    if kind == "count_exceptions":
-        return Counter("bench_failures", "Benchmark.", registry=registry)
-    return Gauge("bench_in_progress", "Benchmark.", registry=registry)
+def tx_rows(m: Metrics) -> list[Row]:
+    rows = []
+    for name, metric, inline, hand, one_hand in tx_parts(m):
+        ours = getattr(tx, name)
+        decorated = {
+            "bare": tx_work,
+            "inline": inline,
+            "hand": hand(tx_work),
+            "promloop": ours(metric)(tx_work),
+        }
+        one = {
+            "bare": tx_work,
+            "inline": inline,
+            "hand": one_hand,
+            "promloop": one_shot(ours, metric),
+        }
+        if peer_tx:
+            peer = getattr(peer_tx, name)
+            decorated["peer"] = peer(metric)(tx_work)
+            one["peer"] = one_shot(peer, metric)
+        rows += [Row(f"tx @{name}", decorated), Row(f"tx {name}(m, deferred)", one)]
+    return rows
 
 
-def measure(variants: dict[str, Callable[[], None]], number: int, rounds: int) -> dict[str, float]:
-    """Return the fastest ns/call of each variant over interleaved rounds."""
-    best = dict.fromkeys(variants, float("inf"))
+def one_shot(wrapper: Callable[[Any, Any], Any], metric: Any) -> Callable[[], Any]:
+    """Measure one fired Deferred with *wrapper*, in its one-shot form."""
+    return lambda: wrapper(metric, succeed(1))
+
+
+# --- what the generated code saves ---------------------------------------------------
+
+
+def template_rows(m: Metrics) -> list[Row]:
+    """The same decorators, made by a probe, by a template as written, and specialized."""
+    side = aio_decorators._SIDE  # noqa: SLF001 -- the benchmark compares promloop's own parts
+    inline_rows = {
+        row.name: row.variants for row in (aio_time(m), aio_count_raising(m), aio_track(m))
+    }
+    rows = []
+    for name, kind, metric, func, drive in [
+        ("aio @time", TIME, m.histogram, work, driven),
+        ("aio @count_exceptions, raising", COUNT, m.counter, broken, driven_raising),
+        ("aio @track_inprogress", TRACK, m.gauge, work, driven),
+    ]:
+        recipe = make_recipe(kind, metric)
+        probe = make_probe(recipe, aio_decorators)
+        template = COROUTINE_FUNCTION_TEMPLATES[kind]
+        variants = {
+            "bare": inline_rows[name]["bare"],
+            "inline": inline_rows[name]["inline"],
+            "probe": drive(probed_coroutine_function(func, probe)),
+            "template": drive(template(func, recipe, probe, side)),
+            "specialized": drive(specialize(template, func)(func, recipe, probe, side)),
+        }
+        rows.append(Row(name, variants))
+    return rows
+
+
+# --- measuring and reporting --------------------------------------------------------
+
+
+def measure(row: Row, number: int, rounds: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Return the ns per call of each variant in its best round and in its median round."""
+    timings: dict[str, list[float]] = {name: [] for name in row.variants}
     for _ in range(rounds):
-        for name, call in variants.items():
-            seconds = timeit.timeit(call, number=number)
-            best[name] = min(best[name], seconds / number * 1e9)
-    return best
+        for name, call in row.variants.items():
+            timings[name].append(timeit.timeit(call, number=number) / number * 1e9)
+    best = {name: min(values) for name, values in timings.items()}
+    median = {name: statistics.median(values) for name, values in timings.items()}
+    return best, median
+
+
+def ratio(timings: dict[str, float], variant: str, floor: str) -> float:
+    return (timings[variant] - timings["bare"]) / (timings[floor] - timings["bare"])
+
+
+def ratios(best: dict[str, float], median: dict[str, float], variant: str, floor: str) -> str:
+    if variant not in best:
+        return f"{'-':>12}"
+    if best[floor] - best["bare"] < 0.05 * best["bare"]:  # nothing to divide by
+        return f"{'(no floor)':>12}"
+    return f"{ratio(best, variant, floor):5.2f} {ratio(median, variant, floor):6.2f}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--quick", action="store_true", help="fewer iterations (a smoke run)")
+    parser.add_argument("--quick", action="store_true", help="few iterations: a smoke run")
+    parser.add_argument("--rows", default="", help="only the rows whose name contains this")
     options = parser.parse_args()
-    number, rounds = (2_000, 2) if options.quick else (100_000, 7)
+    number, rounds = (500, 3) if options.quick else (500, 300)
 
-    async def work() -> int:
-        return 1
+    metrics = Metrics.fresh()
+    rows = [
+        make(metrics)
+        for make in (
+            aio_time,
+            aio_count,
+            aio_count_raising,
+            aio_track,
+            aio_one_time,
+            aio_one_count,
+            aio_one_track,
+        )
+    ]
+    if tx is not None:
+        rows += tx_rows(Metrics.fresh())
 
-    def tx_work() -> Any:
-        return succeed(1)
-
-    print(f"Python {sys.version.split()[0]}; ns per call, fastest of {rounds} rounds")
-    header = f"{'side':4} {'wrapper':17} {'metric':7} {'bare':>6} {'hand':>6} {'promloop':>8}"
-    header += f" {'peer':>6} {'overhead ratio':>15} {'peer ratio':>11}"
+    peer = "prometheus-async" if peer_aio else "prometheus-async not installed"
+    print(f"Python {sys.version.split()[0]}; {rounds} interleaved rounds of {number} calls; {peer}")
+    print("ns per call in the best round; overhead ratios for the best and the median round")
+    print()
+    header = (
+        f"{'row':37} {'bare':>5} {'inline':>6} {'hand':>5} {'promloop':>8} {'peer':>5} |"
+        f" {'promloop x inline':>17} {'peer x inline':>13} {'promloop x hand':>15} {'goal':>4}"
+    )
     print(header)
-    worst = 0.0
-    for side in ("aio", "tx"):
-        if side == "tx" and tx is None:
+    print(f"{'':72}| {'best median':>17} {'best median':>13} {'best median':>15}")
+    print("-" * len(header))
+    misses = []
+    for row in rows:
+        if options.rows not in row.name:
             continue
-        for kind in ("time", "count_exceptions", "track_inprogress"):
-            for metric_kind in ("no-op", "real"):
-                metric = NoOp() if metric_kind == "no-op" else real_metric(kind)
-                if side == "aio":
-                    wrap = drive
-                    func, hand, ours = work, hand_aio(kind, metric, work), getattr(aio, kind)
-                    peer = getattr(peer_aio, kind) if peer_aio else None
-                else:
-                    wrap = lambda f: f  # noqa: E731
-                    func, hand, ours = tx_work, hand_tx(kind, metric, tx_work), getattr(tx, kind)
-                    peer = getattr(peer_tx, kind) if peer_tx else None
-                variants = {
-                    "bare": wrap(func),
-                    "hand": wrap(hand),
-                    "promloop": wrap(ours(metric)(func)),
-                }
-                if peer is not None:
-                    variants["peer"] = wrap(peer(metric)(func))
-                ns = measure(variants, number, rounds)
-                base = ns["hand"] - ns["bare"]
-                ratio = (ns["promloop"] - ns["bare"]) / base
-                worst = max(worst, ratio)
-                peer_ns = ns.get("peer")
-                peer_text = f"{peer_ns:6.0f}" if peer_ns else f"{'-':>6}"
-                peer_ratio = f"{(peer_ns - ns['bare']) / base:11.2f}" if peer_ns else f"{'-':>11}"
-                print(
-                    f"{side:4} {kind:17} {metric_kind:7} {ns['bare']:6.0f} {ns['hand']:6.0f} "
-                    f"{ns['promloop']:8.0f} {peer_text} {ratio:15.2f} {peer_ratio}"
-                )
-    print(f"worst overhead ratio (promloop vs hand-written): {worst:.2f} (goal: <= 1.3)")
+        best, median = measure(row, number, rounds)
+        goal = GOALS.get(row.name)
+        if goal is not None and ratio(best, "promloop", "inline") > goal:
+            misses.append(row.name)
+        peer_ns = f"{best['peer']:5.0f}" if "peer" in best else f"{'-':>5}"
+        print(
+            f"{row.name:37} {best['bare']:5.0f} {best['inline']:6.0f} {best['hand']:5.0f}"
+            f" {best['promloop']:8.0f} {peer_ns} |"
+            f" {ratios(best, median, 'promloop', 'inline'):>17}"
+            f" {ratios(best, median, 'peer', 'inline'):>13}"
+            f" {ratios(best, median, 'promloop', 'hand'):>15}"
+            f" {goal if goal is not None else '':>4}"
+        )
+    print()
+    print("Rows that miss their goal in this run (best round):", ", ".join(misses) or "none")
+
+    print()
+    print("What the generated code saves: the decorators above made three ways")
+    print()
+    header = (
+        f"{'row':37} {'probe':>6} {'template':>8} {'specialized':>11} |"
+        f" {'probe x inline':>14} {'template x inline':>17} {'specialized x inline':>20}"
+    )
+    print(header)
+    print(f"{'':66}| {'best median':>14} {'best median':>17} {'best median':>20}")
+    print("-" * len(header))
+    for row in template_rows(Metrics.fresh()):
+        if options.rows not in row.name:
+            continue
+        best, median = measure(row, number, rounds)
+        print(
+            f"{row.name:37} {best['probe']:6.0f} {best['template']:8.0f}"
+            f" {best['specialized']:11.0f} |"
+            f" {ratios(best, median, 'probe', 'inline'):>14}"
+            f" {ratios(best, median, 'template', 'inline'):>17}"
+            f" {ratios(best, median, 'specialized', 'inline'):>20}"
+        )
 
 
 if __name__ == "__main__":

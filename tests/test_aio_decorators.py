@@ -10,13 +10,18 @@ import linecache
 import logging
 import sys
 import traceback
+import weakref
 
 import pytest
 import trio
 
 from prometheus_client import Counter, Gauge, Histogram, Summary
 
+import promloop._recipes
+
 from promloop import aio
+
+from .conftest import FakeObserver
 
 
 if sys.version_info < (3, 11):
@@ -364,6 +369,65 @@ class TestTime:
             return await aio.time(observer, asyncio.ensure_future(succeed("task")))
 
         assert "task" == run(main())
+
+    def test_awaitable_checks_metric_once(self, observer, monkeypatch):
+        """Repeated one-shot calls on the same metric check it once."""
+        checked = []
+        check = promloop._recipes._check
+        monkeypatch.setattr(
+            promloop._recipes,
+            "_check",
+            lambda kind, metric: checked.append(metric) or check(kind, metric),
+        )
+
+        for _ in range(3):
+            run(aio.time(observer, succeed()))
+
+        assert [observer] == checked
+        assert 3 == len(observer.observed)
+
+    def test_awaitable_keeps_no_metric_alive(self):
+        """The check that a one-shot call remembers does not keep its metric alive."""
+        observer = FakeObserver()
+        run(aio.time(observer, succeed()))
+        run(aio.time(observer, succeed()))
+        gone = weakref.ref(observer)
+
+        del observer
+        gc.collect()
+
+        assert gone() is None
+
+    # The refused coroutines are never awaited: Python warns about them.
+    @pytest.mark.filterwarnings("ignore:coroutine '.*' was never awaited:RuntimeWarning")
+    def test_awaitable_labelled_child(self, registry):
+        """A labelled child records in the one-shot form, call after call; its parent cannot."""
+        histogram = Histogram("work_seconds", "Work.", ["route"], registry=registry)
+
+        for _ in range(2):
+            run(aio.time(histogram.labels("/a"), succeed()))
+            with pytest.raises(ValueError, match="the metric has label names"):
+                aio.time(histogram, succeed())
+
+        assert 2.0 == sample(histogram, "_count", route="/a")
+
+    def test_awaitable_metric_without_weak_references(self, clock):
+        """A metric that cannot be weakly referenced is checked, and works, on every call."""
+
+        class Slotted:
+            __slots__ = ("observed",)
+
+            def __init__(self):
+                self.observed = []
+
+            def observe(self, value):
+                self.observed.append(value)
+
+        metric = Slotted()
+        for _ in range(2):
+            run(aio.time(metric, succeed()))
+
+        assert [1.0, 1.0] == metric.observed
 
     def test_not_awaitable(self, registry):
         """A second argument that is not awaitable fails at once, naming metric and problem."""
@@ -825,7 +889,7 @@ class TestTime:
         with pytest.raises(KeyError) as info:
             run(aio.time(observer)(fail)(KeyError()))
 
-        assert "await func(*args, **kwargs)" in "".join(traceback.format_tb(info.tb))
+        assert "return await func(error)" in "".join(traceback.format_tb(info.tb))
 
     def test_trio(self, observer, clock):
         """Decorated coroutines run under trio: no asyncio-only API is used."""
@@ -1075,6 +1139,29 @@ class TestCountExceptions:
         with contextlib.suppress(KeyError):
             run(main())
         assert expected == counter.count
+
+    def test_awaitable_cancelled(self, counter):
+        """The awaitable form does not count a cancelled coroutine."""
+        for _ in range(2):
+            run(cancel_soon(aio.count_exceptions(counter, block_forever())))
+
+        assert 0 == counter.count
+
+    def test_exception_classes_made_on_the_fly(self, counter):
+        """Exception classes made on the fly are counted right, and not all kept alive."""
+        made = [type(f"Made{n}", (KeyError,), {}) for n in range(1100)]
+        cancelled = [type(f"Cancelled{n}", (asyncio.CancelledError,), {}) for n in range(1100)]
+        decorated = aio.count_exceptions(counter)(fail)
+
+        for error_class in made + cancelled:
+            with pytest.raises(error_class):
+                run(decorated(error_class()))
+        last = weakref.ref(made[-1])
+        del made, cancelled, error_class
+        gc.collect()
+
+        assert 1100 == counter.count
+        assert last() is None
 
     def test_no_inc(self):
         """A metric without inc() fails at decoration time."""

@@ -5,22 +5,34 @@ runs unchanged under trio or anyio.  asyncio Futures and Tasks are only
 recognised, so that they can be measured by a completion callback.
 """
 
+# Narrowing by `type(x) is CoroutineType` (the fastest test, on the one-shot
+# path) or isinstance(x, Awaitable) leaves type arguments unknown to pyright;
+# mypy checks these lines fully.
+# pyright: reportUnknownVariableType=false, reportUnknownArgumentType=false
+
 from __future__ import annotations
 
 import asyncio
-import inspect
+import functools
+import sys
 
 from collections.abc import Awaitable
-from time import perf_counter  # noqa: F401  # pyright: ignore[reportUnusedImport] -- see _GLOBALS
+from time import perf_counter
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any, Final, TypeGuard, overload
 
-from .._probes import Args, Kwargs, counting_recipe, timing_recipe, tracking_recipe
-from .._wrappers import NOT_STARTED, Probe, instrument, measure_awaitable, settle_awaitable
+from .._outcomes import FAILURES
+from .._pending import NOT_STARTED, measure_awaitable, settle_awaitable
+from .._probes import make_probe
+from .._recipes import COUNT, TIME, TRACK, make_recipe
+from .._wrappers import Side, instrument
 
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
 
+    from .._probes import Probe
+    from .._recipes import Args, Kwargs, MetricCheck, Recipe
     from ..types import (
         ExceptionTypes,
         ExemplarFactory,
@@ -35,16 +47,10 @@ if TYPE_CHECKING:
 
 __all__ = ["count_exceptions", "time", "track_inprogress"]
 
-# The wrappers are compiled in this module's namespace: they read the clock
-# from this module's perf_counter at every measurement, so that tests can patch
-# promloop.aio._decorators.perf_counter as they patch prometheus-async's.
-_GLOBALS = globals()
-
-
-# What a plain function may return that is measured until it completes: a
-# Future, a coroutine, or any other awaitable (aiohttp's session.get(), which
-# a proxy measures while keeping its other abilities, like ``async with``).
-_PENDING: Final = Awaitable
+# Every wrapper reads the clock as this module's perf_counter, at every
+# measurement, so that tests can patch promloop.aio._decorators.perf_counter
+# as they patch prometheus-async's.
+_CLOCK: Final = sys.modules[__name__]
 
 
 def _error_of(future: asyncio.Future[Any]) -> BaseException | None:
@@ -103,27 +109,90 @@ def _settle(probe: Probe, result: Any, state: Any, args: Args, kwargs: Kwargs) -
     return settle_awaitable(probe, result, state, args, kwargs)
 
 
-def _apply(probe: Probe, awaitable: Any) -> Any:
+# What a plain function may return that is measured until it completes: a
+# coroutine, a Future, or any other awaitable (aiohttp's session.get(), which
+# a proxy measures while keeping its other abilities, like ``async with``).
+_SIDE: Final = Side(
+    clock=_CLOCK, pending=(CoroutineType, asyncio.Future, Awaitable), settle=_settle
+)
+
+
+def _apply(recipe: Recipe, awaitable: Any) -> Any:
     """Return a decorator, or measure one *awaitable* and return a coroutine."""
-    who = probe.recipe.who
     if awaitable is None:
+        return functools.partial(instrument, recipe, _SIDE)
 
-        def decorator(func: Any) -> Any:
-            return instrument(who, func, probe, _settle, _PENDING)
-
-        return decorator
-
+    probe = make_probe(recipe, _CLOCK)
     if _is_future(awaitable):
         stop_once = _watch_future(probe, awaitable, probe.start((), {}), (), {})
         return _await_future(awaitable, stop_once)
-    if not inspect.isawaitable(awaitable):
+    if not isinstance(awaitable, Awaitable):
         msg = (
-            f"{who}: the second argument must be an awaitable (a coroutine, Task or Future) "
-            f"to measure, not {awaitable!r}; to decorate a function, pass the metric alone."
+            f"{recipe.who}: the second argument must be an awaitable (a coroutine, Task or "
+            f"Future) to measure, not {awaitable!r}; to decorate a function, pass the metric "
+            f"alone."
         )
         raise TypeError(msg)
+    if recipe.plain:
+        return _measure_plainly(recipe, awaitable)
     state = NOT_STARTED if probe.starts_with_execution else probe.start((), {})
     return measure_awaitable(probe, awaitable, (), {}, state)
+
+
+def _measure_plainly(recipe: Recipe, awaitable: Awaitable[T]) -> Coroutine[Any, Any, T]:
+    """Measure one awaitable for a recipe that records on the metric itself."""
+    metric, check = recipe.metric, recipe.check
+    if recipe.kind is TIME:
+        return _timed(awaitable, metric, perf_counter(), check)
+    if recipe.kind is COUNT:
+        return _counted(awaitable, metric, recipe.counts, check)
+    return _tracked(awaitable, metric, check)
+
+
+# --- one awaitable, for recipes that record on the metric itself -----------------
+# The metric calls inline, as one would write them by hand: this is the
+# one-shot form's whole cost, beyond the call.  A failure to record is
+# reported to the check's recording_failed(), never raised: the work is over,
+# and its own result or exception must come through.
+
+
+async def _timed(awaitable: Awaitable[T], metric: Any, started: float, check: MetricCheck) -> T:
+    try:
+        return await awaitable
+    finally:
+        try:
+            metric.observe(perf_counter() - started)
+        except Exception:  # noqa: BLE001 -- see above
+            check.recording_failed()
+
+
+async def _counted(
+    awaitable: Awaitable[T],
+    metric: Any,
+    counts: Callable[[BaseException], bool],
+    check: MetricCheck,
+) -> T:
+    try:
+        return await awaitable
+    except BaseException as error:
+        if counts(error):
+            try:
+                metric.inc()
+            except Exception:  # noqa: BLE001 -- see above
+                check.recording_failed()
+        raise
+
+
+async def _tracked(awaitable: Awaitable[T], metric: Any, check: MetricCheck) -> T:
+    # Up when this coroutine starts running, not before: never awaited, no trace.
+    metric.inc()
+    try:
+        return await awaitable
+    finally:
+        try:
+            metric.dec()
+        except Exception:  # noqa: BLE001 -- see above
+            check.recording_failed()
 
 
 @overload
@@ -185,8 +254,14 @@ def time(
     .. versionchanged:: 26.0.0
        Plain and generator functions, ``labels=`` and ``exemplar=``.
     """
-    probe = Probe(timing_recipe("time()", metric, labels=labels, exemplar=exemplar), _GLOBALS)
-    return _apply(probe, future)  # type: ignore[no-any-return]
+    if type(future) is CoroutineType and labels is None and exemplar is None:
+        # Called before on this metric, which records directly: nothing to check.
+        check = TIME.plain.get(id(metric))
+        if check is not None and check.metric_ref() is metric:
+            coroutine: Coroutine[Any, Any, T] = future
+            return _timed(coroutine, metric, perf_counter(), check)
+    recipe = make_recipe(TIME, metric, labels=labels, exemplar=exemplar)
+    return _apply(recipe, future)  # type: ignore[no-any-return]
 
 
 @overload
@@ -244,11 +319,14 @@ def count_exceptions(
     .. versionchanged:: 26.0.0
        Cancellation is not counted by default; *exc* may be a tuple.
     """
-    recipe = counting_recipe(
-        "count_exceptions()", metric, exc=exc, labels=labels, exemplar=exemplar
-    )
-    probe = Probe(recipe, _GLOBALS)
-    return _apply(probe, future)  # type: ignore[no-any-return]
+    if type(future) is CoroutineType and exc is None and labels is None and exemplar is None:
+        # Called before on this metric, which records directly: nothing to check.
+        check = COUNT.plain.get(id(metric))
+        if check is not None and check.metric_ref() is metric:
+            coroutine: Coroutine[Any, Any, T] = future
+            return _counted(coroutine, metric, FAILURES, check)
+    recipe = make_recipe(COUNT, metric, exc=exc, labels=labels, exemplar=exemplar)
+    return _apply(recipe, future)  # type: ignore[no-any-return]
 
 
 @overload
@@ -300,5 +378,11 @@ def track_inprogress(
     .. versionchanged:: 26.0.0
        The awaitable form no longer leaks when the awaitable is never awaited.
     """
-    probe = Probe(tracking_recipe("track_inprogress()", metric, labels=labels), _GLOBALS)
-    return _apply(probe, future)  # type: ignore[no-any-return]
+    if type(future) is CoroutineType and labels is None:
+        # Called before on this metric, which records directly: nothing to check.
+        check = TRACK.plain.get(id(metric))
+        if check is not None and check.metric_ref() is metric:
+            coroutine: Coroutine[Any, Any, T] = future
+            return _tracked(coroutine, metric, check)
+    recipe = make_recipe(TRACK, metric, labels=labels)
+    return _apply(recipe, future)  # type: ignore[no-any-return]

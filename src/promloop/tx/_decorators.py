@@ -12,20 +12,28 @@ returns the very Deferred it was given, with a callback added.
 
 from __future__ import annotations
 
+import functools
+import sys
+
 from collections.abc import Awaitable
-from time import perf_counter  # noqa: F401  # pyright: ignore[reportUnusedImport] -- see _GLOBALS
-from typing import TYPE_CHECKING, Any, Final, overload
+from time import perf_counter
+from typing import TYPE_CHECKING, Any, Final, TypeVar, cast, overload
 
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
-from .._probes import Args, Kwargs, Recipe, counting_recipe, timing_recipe, tracking_recipe
-from .._wrappers import Probe, compile_recipe, instrument, settle_awaitable
+from .._outcomes import FAILURES
+from .._pending import settle_awaitable
+from .._probes import make_probe
+from .._recipes import COUNT, TIME, TRACK, make_recipe
+from .._wrappers import Side, instrument
 
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from .._probes import Probe
+    from .._recipes import Args, Kwargs, Recipe
     from ..types import (
         ExceptionTypes,
         ExemplarFactory,
@@ -40,75 +48,102 @@ if TYPE_CHECKING:
 
 __all__ = ["count_exceptions", "time", "track_inprogress"]
 
-# The wrappers are compiled in this module's namespace: they read the clock
-# from this module's perf_counter at every measurement, so that tests can patch
-# promloop.tx._decorators.perf_counter as they patch prometheus-async's.
-_GLOBALS = globals()
+_O = TypeVar("_O")  # a Deferred's outcome, passed on as it came
+
+# Every wrapper reads the clock as this module's perf_counter, at every
+# measurement, so that tests can patch promloop.tx._decorators.perf_counter
+# as they patch prometheus-async's.
+_CLOCK: Final = sys.modules[__name__]
 
 
-# Called with a Deferred's outcome: the recipe's lines run inline, as in a
-# hand-written callback.  A recipe with nothing to do on success (counting
-# exceptions) is attached as an errback only.
-_ON_FIRED: Final = """
-def on_fired(outcome, state, args, kwargs):
-    {unpack_state}
-    if isinstance(outcome, Failure):
-        error = outcome.value
-        {on_error}
-    else:
-        {on_success}
+def _fired(outcome: object, probe: Probe, state: Any, args: Args, kwargs: Kwargs) -> object:
+    """Stop a probe's measurement with a Deferred's outcome, and pass the outcome on."""
+    probe.stop(state, args, kwargs, outcome.value if isinstance(outcome, Failure) else None)
     return outcome
 
-return on_fired
-"""
+
+def _watch(probe: Probe, deferred: Deferred[Any], state: Any, args: Args, kwargs: Kwargs) -> Any:
+    """Stop the measurement when *deferred* fires; return *deferred*."""
+    if probe.records_success:
+        return deferred.addBoth(_fired, probe, state, args, kwargs)
+    # Nothing to do on success (counting exceptions): an errback only.
+    return deferred.addErrback(_fired, probe, state, args, kwargs)
 
 
-class _DeferredProbe:
-    """A probe, and how it watches a Deferred until it fires."""
-
-    __slots__ = ("on_fired", "probe", "success_matters")
-
-    def __init__(self, probe: Probe) -> None:
-        self.probe = probe
-        self.on_fired: Callable[..., Any] = compile_recipe(
-            _ON_FIRED, probe.recipe, _GLOBALS, Failure=Failure
-        )
-        self.success_matters = bool(probe.recipe.on_success)
-
-    def watch(self, deferred: Deferred[Any], state: Any, args: Args, kwargs: Kwargs) -> Any:
-        """Stop the measurement when *deferred* fires; its outcome passes on untouched."""
-        if self.success_matters:
-            return deferred.addBoth(self.on_fired, state, args, kwargs)
-        return deferred.addErrback(self.on_fired, state, args, kwargs)
-
-    def settle(self, probe: Probe, result: Any, state: Any, args: Args, kwargs: Kwargs) -> Any:
-        """Measure a plain function's pending result until it fires or completes."""
-        if isinstance(result, Deferred):
-            return self.watch(result, state, args, kwargs)
-        return settle_awaitable(probe, result, state, args, kwargs)
+def _settle(probe: Probe, result: Any, state: Any, args: Args, kwargs: Kwargs) -> Any:
+    """Measure a plain function's pending result until it fires or completes."""
+    if isinstance(result, Deferred):
+        # As _watch() does, one call fewer: a Deferred is the usual result.
+        if probe.records_success:
+            return result.addBoth(_fired, probe, state, args, kwargs)
+        return result.addErrback(_fired, probe, state, args, kwargs)
+    return settle_awaitable(probe, result, state, args, kwargs)
 
 
 # What a plain function may return that is measured until it completes: a
-# Deferred, a coroutine, or any other awaitable (see promloop.aio's).
-_PENDING: Final = Awaitable
+# Deferred, or any awaitable (see promloop.aio's).
+_SIDE: Final = Side(clock=_CLOCK, pending=(Deferred, Awaitable), settle=_settle)
 
 
 def _apply(recipe: Recipe, deferred: Any) -> Any:
     """Return a decorator, or measure one *deferred* and return it."""
-    watcher = _DeferredProbe(Probe(recipe, _GLOBALS))
     if deferred is None:
-
-        def decorator(func: Any) -> Any:
-            return instrument(recipe.who, func, watcher.probe, watcher.settle, _PENDING)
-
-        return decorator
+        return functools.partial(instrument, recipe, _SIDE)
     if not isinstance(deferred, Deferred):
         msg = (
             f"{recipe.who}: the second argument must be a Deferred to measure, not "
             f"{deferred!r}; to decorate a function, pass the metric alone."
         )
         raise TypeError(msg)
-    return watcher.watch(deferred, watcher.probe.start((), {}), (), {})
+    if recipe.plain:
+        return _watch_plainly(recipe, deferred)
+    probe = make_probe(recipe, _CLOCK)
+    return _watch(probe, deferred, probe.start((), {}), (), {})
+
+
+def _watch_plainly(recipe: Recipe, deferred: Deferred[T]) -> Deferred[T]:
+    """Measure one Deferred for a recipe that records on the metric itself."""
+    metric, recording_failed = recipe.metric, recipe.recording_failed
+    if recipe.kind is TIME:
+        return deferred.addBoth(_observed, metric, perf_counter(), recording_failed)
+    if recipe.kind is COUNT:
+        return deferred.addErrback(_counted, metric, recipe.counts, recording_failed)
+    metric.inc()
+    return deferred.addBoth(_decremented, metric, recording_failed)
+
+
+# --- one Deferred, for recipes that record on the metric itself -----------------
+# The metric calls inline, as in a hand-written callback.
+
+
+def _observed(outcome: _O, metric: Any, started: float, recording_failed: Callable[[], None]) -> _O:
+    try:
+        metric.observe(perf_counter() - started)
+    except Exception:  # noqa: BLE001 -- the work is over: reported, never raised
+        recording_failed()
+    return outcome
+
+
+def _counted(
+    failure: Failure,
+    metric: Any,
+    counts: Callable[[BaseException], bool],
+    recording_failed: Callable[[], None],
+) -> Failure:
+    if counts(cast("BaseException", failure.value)):
+        try:
+            metric.inc()
+        except Exception:  # noqa: BLE001 -- the work is over: reported, never raised
+            recording_failed()
+    return failure
+
+
+def _decremented(outcome: _O, metric: Any, recording_failed: Callable[[], None]) -> _O:
+    try:
+        metric.dec()
+    except Exception:  # noqa: BLE001 -- the work is over: reported, never raised
+        recording_failed()
+    return outcome
 
 
 @overload
@@ -163,7 +198,12 @@ def time(
     .. versionchanged:: 26.0.0
        ``async def`` and generator functions, ``labels=`` and ``exemplar=``.
     """
-    recipe = timing_recipe("time()", metric, labels=labels, exemplar=exemplar)
+    if isinstance(deferred, Deferred) and labels is None and exemplar is None:
+        # Called before on this metric, which records directly: nothing to check.
+        check = TIME.plain.get(id(metric))
+        if check is not None and check.metric_ref() is metric:
+            return deferred.addBoth(_observed, metric, perf_counter(), check.recording_failed)
+    recipe = make_recipe(TIME, metric, labels=labels, exemplar=exemplar)
     return _apply(recipe, deferred)  # type: ignore[no-any-return]
 
 
@@ -222,9 +262,12 @@ def count_exceptions(
     .. versionchanged:: 26.0.0
        Cancellation is not counted by default; a tuple *exc* works on Deferreds.
     """
-    recipe = counting_recipe(
-        "count_exceptions()", metric, exc=exc, labels=labels, exemplar=exemplar
-    )
+    if isinstance(deferred, Deferred) and exc is None and labels is None and exemplar is None:
+        # Called before on this metric, which records directly: nothing to check.
+        check = COUNT.plain.get(id(metric))
+        if check is not None and check.metric_ref() is metric:
+            return deferred.addErrback(_counted, metric, FAILURES, check.recording_failed)
+    recipe = make_recipe(COUNT, metric, exc=exc, labels=labels, exemplar=exemplar)
     return _apply(recipe, deferred)  # type: ignore[no-any-return]
 
 
@@ -274,5 +317,11 @@ def track_inprogress(
     .. versionchanged:: 26.0.0
        A synchronous raise no longer leaves the gauge up.
     """
-    recipe = tracking_recipe("track_inprogress()", metric, labels=labels)
+    if isinstance(deferred, Deferred) and labels is None:
+        # Called before on this metric, which records directly: nothing to check.
+        check = TRACK.plain.get(id(metric))
+        if check is not None and check.metric_ref() is metric:
+            metric.inc()
+            return deferred.addBoth(_decremented, metric, check.recording_failed)
+    recipe = make_recipe(TRACK, metric, labels=labels)
     return _apply(recipe, deferred)  # type: ignore[no-any-return]
