@@ -17,9 +17,9 @@ in this one process:
 
 A variant's overhead is its time above bare's.  The first table gives each
 wrapper's overhead as a multiple of inline's ("x inline": 1.00 means the
-wrapper costs exactly what writing the metric calls inline costs), from the
-best round of each variant and from the median round, and promloop's
-overhead as a multiple of the hand-written wrapper's.  The second table shows
+wrapper costs exactly what writing the metric calls inline costs), and
+promloop's as a multiple of the hand-written wrapper's: "best" from each
+variant's best round, "median" the median of the ratios within each round.  The second table shows
 what promloop's generated code saves: the same decorators made by a probe
 (the generic start/stop pair every recipe has), by a template as written
 (``*args, **kwargs``), and by the template specialized to the function's own
@@ -495,27 +495,38 @@ def template_rows(m: Metrics) -> list[Row]:
 # --- measuring and reporting --------------------------------------------------------
 
 
-def measure(row: Row, number: int, rounds: int) -> tuple[dict[str, float], dict[str, float]]:
-    """Return the ns per call of each variant in its best round and in its median round."""
-    timings: dict[str, list[float]] = {name: [] for name in row.variants}
-    for _ in range(rounds):
-        for name, call in row.variants.items():
-            timings[name].append(timeit.timeit(call, number=number) / number * 1e9)
-    best = {name: min(values) for name, values in timings.items()}
-    median = {name: statistics.median(values) for name, values in timings.items()}
-    return best, median
+class Timings:
+    """The ns per call of each variant of a row, round by round."""
+
+    def __init__(self, row: Row, number: int, rounds: int) -> None:
+        self.rounds: list[dict[str, float]] = []
+        for _ in range(rounds):
+            self.rounds.append(
+                {
+                    name: timeit.timeit(call, number=number) / number * 1e9
+                    for name, call in row.variants.items()
+                }
+            )
+        self.best = {name: min(r[name] for r in self.rounds) for name in row.variants}
+
+    def best_ratio(self, variant: str, floor: str) -> float:
+        """The overhead ratio of each variant's best round: the least disturbed."""
+        return ratio(self.best, variant, floor)
+
+    def median_ratio(self, variant: str, floor: str) -> float:
+        """The median of the ratios within each round, whose variants ran back to back."""
+        return statistics.median(ratio(r, variant, floor) for r in self.rounds)
+
+    def ratios(self, variant: str, floor: str) -> str:
+        if variant not in self.best:
+            return f"{'-':>12}"
+        if self.best[floor] - self.best["bare"] < 0.05 * self.best["bare"]:  # nothing to divide by
+            return f"{'(no floor)':>12}"
+        return f"{self.best_ratio(variant, floor):5.2f} {self.median_ratio(variant, floor):6.2f}"
 
 
 def ratio(timings: dict[str, float], variant: str, floor: str) -> float:
     return (timings[variant] - timings["bare"]) / (timings[floor] - timings["bare"])
-
-
-def ratios(best: dict[str, float], median: dict[str, float], variant: str, floor: str) -> str:
-    if variant not in best:
-        return f"{'-':>12}"
-    if best[floor] - best["bare"] < 0.05 * best["bare"]:  # nothing to divide by
-        return f"{'(no floor)':>12}"
-    return f"{ratio(best, variant, floor):5.2f} {ratio(median, variant, floor):6.2f}"
 
 
 def main() -> None:
@@ -543,7 +554,10 @@ def main() -> None:
 
     peer = "prometheus-async" if peer_aio else "prometheus-async not installed"
     print(f"Python {sys.version.split()[0]}; {rounds} interleaved rounds of {number} calls; {peer}")
-    print("ns per call in the best round; overhead ratios for the best and the median round")
+    print(
+        "ns per call in each variant's best round; overhead ratios from those best rounds,"
+        " and the median of the ratios within each round"
+    )
     print()
     header = (
         f"{'row':37} {'bare':>5} {'inline':>6} {'hand':>5} {'promloop':>8} {'peer':>5} |"
@@ -556,17 +570,18 @@ def main() -> None:
     for row in rows:
         if options.rows not in row.name:
             continue
-        best, median = measure(row, number, rounds)
+        timings = Timings(row, number, rounds)
+        best = timings.best
         goal = GOALS.get(row.name)
-        if goal is not None and ratio(best, "promloop", "inline") > goal:
+        if goal is not None and timings.best_ratio("promloop", "inline") > goal:
             misses.append(row.name)
         peer_ns = f"{best['peer']:5.0f}" if "peer" in best else f"{'-':>5}"
         print(
             f"{row.name:37} {best['bare']:5.0f} {best['inline']:6.0f} {best['hand']:5.0f}"
             f" {best['promloop']:8.0f} {peer_ns} |"
-            f" {ratios(best, median, 'promloop', 'inline'):>17}"
-            f" {ratios(best, median, 'peer', 'inline'):>13}"
-            f" {ratios(best, median, 'promloop', 'hand'):>15}"
+            f" {timings.ratios('promloop', 'inline'):>17}"
+            f" {timings.ratios('peer', 'inline'):>13}"
+            f" {timings.ratios('promloop', 'hand'):>15}"
             f" {goal if goal is not None else '':>4}"
         )
     print()
@@ -585,13 +600,14 @@ def main() -> None:
     for row in template_rows(Metrics.fresh()):
         if options.rows not in row.name:
             continue
-        best, median = measure(row, number, rounds)
+        timings = Timings(row, number, rounds)
+        best = timings.best
         print(
             f"{row.name:37} {best['probe']:6.0f} {best['template']:8.0f}"
             f" {best['specialized']:11.0f} |"
-            f" {ratios(best, median, 'probe', 'inline'):>14}"
-            f" {ratios(best, median, 'template', 'inline'):>17}"
-            f" {ratios(best, median, 'specialized', 'inline'):>20}"
+            f" {timings.ratios('probe', 'inline'):>14}"
+            f" {timings.ratios('template', 'inline'):>17}"
+            f" {timings.ratios('specialized', 'inline'):>20}"
         )
 
 

@@ -1,8 +1,10 @@
 """Results that complete later: measuring an awaitable until it completes.
 
 Three cases meet here.  The one-awaitable form, ``time(metric, awaitable)``,
-returns a coroutine that awaits the awaitable, measured.  A plain function
-that returns a coroutine has it wrapped in such a coroutine.  A plain function
+returns a coroutine that awaits the awaitable, measured by a probe (without
+``labels=`` or ``exemplar=``, ``promloop.aio`` has coroutines of its own with
+the metric calls inline).  A plain function that returns a coroutine has it
+wrapped in such a coroutine.  A plain function
 that returns another awaitable, such as the request that aiohttp's
 ``session.get()`` returns, gets a proxy, :class:`MeasuredAwaitable`, which
 measures the awaitable when it is awaited (or entered with ``async with``)
