@@ -81,6 +81,8 @@ nitpick_ignore = [
     ("py:class", "collections.abc.Sequence"),
     # promloop.aio.count_exceptions()'s docstring names asyncio's cancellation.
     ("py:class", "asyncio.CancelledError"),
+    # prometheus_client: the registry that start_fanin() puts its own metrics in.
+    ("py:class", "CollectorRegistry"),
     # Twisted: promloop.tx's signatures say Deferred[T], and its docstrings
     # name the CancelledError that Deferred.cancel() fails with.
     ("py:class", "Deferred"),

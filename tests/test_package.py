@@ -102,6 +102,14 @@ class TestExports:
 
         assert ["ConsulAgent", "FileSD"] == sd.__all__
 
+    def test_aio_fanin_all(self):
+        """promloop.aio.fanin exports the fan-in's two ways to start, and its process."""
+        fanin = pytest.importorskip("promloop.aio.fanin")
+
+        assert ["FanInProcess", "start_fanin", "start_fanin_in_process"] == fanin.__all__
+        for name in fanin.__all__:
+            assert getattr(fanin, name).__doc__
+
     def test_aio_push_all(self):
         """promloop.aio.push exports the three Pushgateway calls and their error."""
         push = pytest.importorskip("promloop.aio.push")
@@ -196,6 +204,7 @@ class TestMissingExtras:
             ("from promloop.aio.sd import ConsulAgent", "aiohttp"),
             ("import promloop.aio.sd; promloop.aio.sd.ConsulAgent", "aiohttp"),
             ("import promloop.aio.push", "aiohttp"),
+            ("import promloop.aio.fanin", "aiohttp"),
         ],
     )
     def test_import_error_names_extra(self, code, blocked):

@@ -21,6 +21,7 @@ from twisted.web.resource import Resource
 import promloop
 
 from promloop import BasicAuth, BearerToken, aio, tx
+from promloop.aio.fanin import FanInProcess, start_fanin, start_fanin_in_process
 from promloop.aio.push import (
     PushgatewayError,
     delete_from_gateway,
@@ -281,6 +282,45 @@ async def use_sd() -> None:
     FileSD("/run/targets", labels={"env": 1})  # type: ignore[dict-item]
     FileSD("/run/targets", slot=0)  # type: ignore[arg-type]
     print(slotted)
+
+
+# --- fleets: promloop.aio.fanin ---------------------------------------------------
+
+
+async def use_fanin() -> None:
+    server: MetricsHTTPServer = await start_fanin(
+        "/run/my-app/targets",
+        addr="127.0.0.1",
+        port=9100,
+        ssl_ctx=ssl.create_default_context(ssl.Purpose.CLIENT_AUTH),
+        auth=BasicAuth("prometheus", "s3cret"),
+        path="/metrics",
+        aggregate=True,
+        gauges="max",
+        created=False,
+        scrape_timeout=2.5,
+        registry=CollectorRegistry(),
+        service_discovery=FileSD(Path("/run/fanins")),
+    )
+    url: str = server.metrics_url
+    await server.close()
+    child: FanInProcess = start_fanin_in_process(
+        Path("/run/my-app/targets"),
+        port=9100,
+        aggregate=True,
+        auth=BearerToken("t0ken"),
+        tls_cert="/etc/tls/cert.pem",
+        tls_key=Path("/etc/tls/key.pem"),
+        tls_client_ca=None,
+        start_timeout=10,
+    )
+    pid: int = child.pid
+    running: bool = child.running
+    child.close(timeout=5)
+    print(url, pid, running, child.metrics_url)
+
+    await start_fanin("/run/targets", aggregate="yes")  # type: ignore[arg-type]
+    start_fanin_in_process("/run/targets", ssl_ctx=None)  # type: ignore[call-arg]
 
 
 # --- loop and reactor health ------------------------------------------------------

@@ -1,8 +1,10 @@
 """asyncio: instrumentation wrappers, and (with aiohttp) exposition.
 
-The wrappers need only the standard library.  :mod:`promloop.aio.web` and
-:mod:`promloop.aio.sd` need aiohttp (``pip install 'promloop[aiohttp]'``, or
-``'promloop[consul]'``); they load on first use, as ``promloop.aio.web`` or
+The wrappers need only the standard library, and so does
+:class:`promloop.aio.sd.FileSD`.  :mod:`promloop.aio.web`,
+:mod:`promloop.aio.fanin` and :mod:`promloop.aio.push` need aiohttp
+(``pip install 'promloop[aiohttp]'``), as does ``ConsulAgent``
+(``'promloop[consul]'``); they load on first use, as ``promloop.aio.web`` or
 ``import promloop.aio.web``.
 """
 
@@ -17,7 +19,7 @@ from ._monitor import EventLoopMonitor, monitor_event_loop
 
 
 if TYPE_CHECKING:
-    from . import push, sd, web  # noqa: F401  # pyright: ignore[reportUnusedImport]
+    from . import fanin, push, sd, web  # noqa: F401  # pyright: ignore[reportUnusedImport]
 
 
 # The aiohttp-based modules are left out, so that `from promloop.aio import *`
@@ -30,7 +32,7 @@ __all__ = [
     "track_inprogress",
 ]
 
-_LAZY_SUBMODULES = frozenset({"push", "sd", "web"})
+_LAZY_SUBMODULES = frozenset({"fanin", "push", "sd", "web"})
 
 
 def __getattr__(name: str) -> Any:

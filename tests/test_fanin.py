@@ -1,0 +1,766 @@
+"""The fan-in: one scrape for a fleet of workers registered in a file_sd directory (docs: fleet).
+
+Workers are real promloop servers on 127.0.0.1 (registered with FileSD), and
+misbehaving targets are a small aiohttp app; the fan-in runs in the test's
+event loop, and is scraped over HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import json
+import logging
+import os
+import threading
+
+import pytest
+
+
+pytest.importorskip("aiohttp", reason="the no-aiohttp tox environments test the ImportError")
+
+import aiohttp
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
+from prometheus_client.parser import text_string_to_metric_families as text_families
+
+from promloop import BasicAuth, BearerToken, _merge
+from promloop._file_sd import Target
+from promloop.aio import _fleet
+from promloop.aio.fanin import start_fanin
+from promloop.aio.sd import FileSD
+from promloop.aio.web import start_http_server
+
+from .conftest import CountingClock
+from .peers import free_port, port_is_free
+from .test_file_sd import StandIn, Worker
+
+
+run = asyncio.run
+OPENMETRICS = {
+    "Accept": "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8",
+    "Accept-Encoding": "identity",
+}
+TEXT = {"Accept": "text/plain;version=0.0.4", "Accept-Encoding": "identity"}
+
+
+async def fetch(url, headers=None, *, auth=None):
+    """Return (status, headers, raw body) of a GET, without decompressing."""
+    headers = dict(headers or TEXT)
+    if auth is not None:
+        headers["Authorization"] = auth.authorization()
+    async with (
+        aiohttp.ClientSession(auto_decompress=False) as session,
+        session.get(url, headers=headers) as response,
+    ):
+        return response.status, response.headers, await response.read()
+
+
+def samples(body, *, openmetrics=False):
+    """Map (sample name, sorted labels) to value."""
+    parse = openmetrics_families if openmetrics else text_families
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in parse(body.decode())
+        for s in family.samples
+    }
+
+
+def jobs(count, *, registry=None):
+    """Return a worker's registry: a counter of jobs done and a gauge of jobs waiting."""
+    registry = registry or CollectorRegistry()
+    Counter("jobs", "Jobs done.", registry=registry).inc(count)
+    Gauge("queue", "Jobs waiting.", registry=registry).set(count)
+    return registry
+
+
+async def worker(directory, registry, **kwargs):
+    """Start a worker's own server, registered in *directory* with a slot."""
+    return await start_http_server(
+        addr="127.0.0.1",
+        registry=registry,
+        service_discovery=FileSD(directory, slot="worker", **kwargs),
+    )
+
+
+@contextlib.asynccontextmanager
+async def fanin(directory, **kwargs):
+    server = await start_fanin(directory, addr="127.0.0.1", **kwargs)
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+def target_file(directory, name, address, **labels):
+    """Write a target file by hand, as something other than FileSD would."""
+    (directory / name).write_text(json.dumps([{"targets": [address], "labels": labels}]))
+
+
+# Targets that answer badly, or not at all, each on a path of its own.
+
+
+async def garbage(request):
+    return web.Response(
+        body=b"this is not OpenMetrics\n",
+        headers={"Content-Type": "application/openmetrics-text; version=1.0.0"},
+    )
+
+
+async def text(request):
+    return web.Response(
+        body=b"# TYPE x counter\nx_total 1\n", headers={"Content-Type": "text/plain"}
+    )
+
+
+async def error(request):
+    return web.Response(status=500, text="broken")
+
+
+async def silent(request):
+    await asyncio.sleep(3600)
+
+
+async def drip(request):
+    # 10 MB, slowly: cut at the deadline.
+    response = web.StreamResponse(
+        headers={"Content-Type": "application/openmetrics-text; version=1.0.0"}
+    )
+    response.content_length = 10 * 1024 * 1024
+    await response.prepare(request)
+    with contextlib.suppress(ConnectionResetError):  # the fan-in hung up, as it should
+        for _ in range(160):
+            await response.write(b"#" * 65536)
+            await asyncio.sleep(0.05)
+    return response
+
+
+async def large(request):
+    return web.Response(
+        body=b"# EOF\n" * 1000,
+        headers={"Content-Type": "application/openmetrics-text; version=1.0.0"},
+    )
+
+
+async def unannounced(request):
+    # As large, but chunked: no Content-Length to refuse it by.
+    response = web.StreamResponse(
+        headers={"Content-Type": "application/openmetrics-text; version=1.0.0"}
+    )
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    with contextlib.suppress(ConnectionResetError):
+        for _ in range(100):
+            await response.write(b"# EOF\n" * 10)
+    return response
+
+
+BAD_TARGETS = (garbage, text, error, silent, drip, large, unannounced)
+
+
+@contextlib.asynccontextmanager
+async def misbehaving():
+    """Serve the bad targets; yield their address."""
+    app = web.Application()
+    for handler in BAD_TARGETS:
+        app.router.add_get(f"/{handler.__name__}", handler)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+class TestMerging:
+    def test_per_worker(self, tmp_path):
+        """Each worker's samples carry its slot label; one HELP and TYPE per family."""
+
+        async def main():
+            first = await worker(tmp_path, jobs(3))
+            second = await worker(tmp_path, jobs(5))
+            async with fanin(tmp_path) as server:
+                answer = await fetch(server.metrics_url)
+            await first.close()
+            await second.close()
+            return answer
+
+        status, headers, body = run(main())
+        values = samples(body)
+
+        assert 200 == status
+        assert "text/plain; version=0.0.4; charset=utf-8" == headers["Content-Type"]
+        assert 3.0 == values["jobs_total", (("worker", "0"),)]
+        assert 5.0 == values["jobs_total", (("worker", "1"),)]
+        assert 5.0 == values["queue", (("worker", "1"),)]
+        assert 1 == body.count(b"# TYPE jobs_total counter")
+        assert 1.0 == values["promloop_fanin_target_up", (("worker", "0"),)]
+        assert 1.0 == values["promloop_fanin_target_up", (("worker", "1"),)]
+        assert 0.0 == values["promloop_fanin_conflicts_total", ()]
+        assert ("promloop_fanin_target_scrape_duration_seconds", (("worker", "0"),)) in values
+
+    def test_aggregate_carries_departed_counters(self, tmp_path):
+        """With aggregate=True, counters are summed, and a worker that left still counts."""
+
+        async def main():
+            first = await worker(tmp_path, jobs(3))
+            second = await worker(tmp_path, jobs(5))
+            async with fanin(tmp_path, aggregate=True, gauges="max") as server:
+                both = samples((await fetch(server.metrics_url))[2])
+                await second.close()
+                one = samples((await fetch(server.metrics_url))[2])
+            await first.close()
+            return both, one
+
+        both, one = run(main())
+
+        assert 8.0 == both["jobs_total", ()]
+        assert 5.0 == both["queue", ()]
+        assert 8.0 == one["jobs_total", ()]  # carried forward: no false reset
+        assert 3.0 == one["queue", ()]  # a departed worker's gauge goes
+        assert ("promloop_fanin_target_up", (("worker", "1"),)) not in one
+
+    def test_conflicting_types_are_counted(self, tmp_path, caplog):
+        """A family typed differently by two workers is kept from the first and counted."""
+        as_gauge = CollectorRegistry()
+        Gauge("jobs", "Jobs.", registry=as_gauge).set(1)
+
+        async def main():
+            first = await worker(tmp_path, jobs(3))
+            second = await worker(tmp_path, as_gauge)
+            async with fanin(tmp_path) as server:
+                answer = await fetch(server.metrics_url)
+            await first.close()
+            await second.close()
+            return answer
+
+        with caplog.at_level(logging.WARNING, logger="promloop"):
+            _, _, body = run(main())
+        values = samples(body)
+
+        assert 1.0 == values["promloop_fanin_conflicts_total", ()]
+        assert ("jobs", (("worker", "1"),)) not in values
+        assert "jobs" in caplog.text
+
+
+class TestNegotiation:
+    def test_openmetrics_gzip_and_names(self, tmp_path):
+        """The fan-in answers as every mount point does: OpenMetrics, gzip, name[]."""
+        registry = jobs(2)
+        Histogram("latency_seconds", "Latency.", registry=registry).observe(0.1)
+
+        async def main():
+            one = await worker(tmp_path, registry)
+            async with fanin(tmp_path) as server:
+                url = f"{server.metrics_url}?name[]=jobs_total&name[]=promloop_fanin_target_up"
+                answers = (
+                    await fetch(server.metrics_url, OPENMETRICS),
+                    await fetch(url, {**TEXT, "Accept-Encoding": "gzip"}),
+                    await fetch(server.metrics_url, {}),
+                )
+            await one.close()
+            return answers
+
+        (om_status, om_headers, om_body), (_, gz_headers, gz_body), (_, plain, _) = run(main())
+        filtered = samples(gzip.decompress(gz_body))
+
+        assert 200 == om_status
+        assert (
+            "application/openmetrics-text; version=1.0.0; charset=utf-8; escaping=allow-utf-8"
+            == om_headers["Content-Type"]
+        )
+        assert om_body.endswith(b"# EOF\n")
+        assert 1 == om_body.count(b"# EOF")
+        assert ("latency_seconds_bucket", (("le", "0.25"), ("worker", "0"))) in samples(
+            om_body, openmetrics=True
+        )
+        assert ("jobs_created", (("worker", "0"),)) in samples(om_body, openmetrics=True)
+        assert "gzip" == gz_headers["Content-Encoding"]
+        assert {
+            ("jobs_total", (("worker", "0"),)): 2.0,
+            ("promloop_fanin_target_up", (("worker", "0"),)): 1.0,
+        } == filtered
+        assert "text/plain; version=0.0.4; charset=utf-8" == plain["Content-Type"]
+
+    def test_created_false(self, tmp_path):
+        """created=False drops the workers' _created samples, and the fan-in's own."""
+
+        async def main():
+            one = await worker(tmp_path, jobs(2))
+            async with fanin(tmp_path, created=False) as server:
+                answer = await fetch(server.metrics_url, OPENMETRICS)
+            await one.close()
+            return answer
+
+        _, _, body = run(main())
+
+        assert b"_created" not in body
+
+    def test_bad_name_is_refused(self, tmp_path):
+        """A name[] value that is not UTF-8 gets 400, as everywhere."""
+
+        async def main():
+            async with fanin(tmp_path) as server:
+                return await fetch(f"{server.metrics_url}?name[]=%ff")
+
+        status, _, _ = run(main())
+
+        assert 400 == status
+
+
+class TestPages:
+    def test_targets_and_index(self, tmp_path):
+        """/targets lists the live workers for http_sd_configs; / links to both."""
+
+        async def main():
+            one = await worker(tmp_path, jobs(1), labels={"app": "billing"})
+            async with fanin(tmp_path) as server:
+                targets = await fetch(server.url + "targets")
+                index = await fetch(server.url)
+            await one.close()
+            return one, targets, index
+
+        one, (status, headers, body), (_, index_headers, index) = run(main())
+
+        assert 200 == status
+        assert "application/json" in headers["Content-Type"]
+        assert [
+            {
+                "targets": [f"127.0.0.1:{one.socket.port}"],
+                "labels": {"app": "billing", "worker": "0"},
+            }
+        ] == json.loads(body)
+        assert "text/html" in index_headers["Content-Type"]
+        assert b'href="/metrics"' in index
+        assert b'href="/targets"' in index
+
+    @pytest.mark.parametrize("auth", [BasicAuth("prometheus", "s3cret"), BearerToken("t0ken")])
+    def test_every_path_needs_credentials(self, tmp_path, auth):
+        """With auth=, every path answers 401 without valid credentials, 200 with them."""
+
+        async def main():
+            async with fanin(tmp_path, auth=auth) as server:
+                paths = ("", "metrics", "targets", "nowhere")
+                refused = [await fetch(server.url + p) for p in paths]
+                allowed = [await fetch(server.url + p, auth=auth) for p in paths[:3]]
+            return refused, allowed
+
+        refused, allowed = run(main())
+
+        assert [401] * 4 == [status for status, _, _ in refused]
+        assert all(auth.scheme in headers["WWW-Authenticate"] for _, headers, _ in refused)
+        assert [200] * 3 == [status for status, _, _ in allowed]
+
+
+class TestFaults:
+    def test_bad_targets_never_fail_the_scrape(self, tmp_path, caplog):
+        """Refusing, silent, erring, garbage- and text-speaking targets are left out, and said."""
+
+        async def main():
+            good = await worker(tmp_path, jobs(4))
+            async with misbehaving() as address, fanin(tmp_path, scrape_timeout=0.5) as server:
+                target_file(tmp_path, "refused.json", f"127.0.0.1:{free_port()}", worker="r")
+                for path in ("garbage", "text", "error", "silent", "drip"):
+                    target_file(
+                        tmp_path, f"{path}.json", address, worker=path, __metrics_path__=f"/{path}"
+                    )
+                first = await fetch(server.metrics_url)
+                second = await fetch(server.metrics_url)
+            await good.close()
+            return first, second
+
+        with caplog.at_level(logging.WARNING, logger="promloop"):
+            (status, _, body), (second_status, _, _) = run(main())
+        values = samples(body)
+        up = {
+            dict(labels)["worker"]: value
+            for (name, labels), value in values.items()
+            if name == "promloop_fanin_target_up"
+        }
+
+        assert (200, 200) == (status, second_status)
+        assert 4.0 == values["jobs_total", (("worker", "0"),)]
+        assert {
+            "0": 1.0,
+            "r": 0.0,
+            "garbage": 0.0,
+            "text": 0.0,
+            "error": 0.0,
+            "silent": 0.0,
+            "drip": 0.0,
+        } == up
+        for file, reason in (
+            ("refused.json", "scrape failed"),
+            ("garbage.json", ""),  # what is wrong with it is the merger's to say
+            ("text.json", "not OpenMetrics"),
+            ("error.json", "HTTP 500"),
+            ("silent.json", "no answer within 0.5 s"),
+            ("drip.json", "no answer within 0.5 s"),
+        ):
+            [line] = [line for line in caplog.messages if f"({file})" in line]  # once, not twice
+            assert reason in line
+
+    @pytest.mark.parametrize("path", ["/large", "/unannounced"])
+    def test_large_answer_is_cut(self, tmp_path, monkeypatch, caplog, path):
+        """An answer larger than the limit is left out, whether announced or not."""
+        monkeypatch.setattr(_fleet, "MAX_ANSWER_BYTES", 100)
+
+        async def main():
+            async with misbehaving() as address, fanin(tmp_path) as server:
+                target_file(tmp_path, "large.json", address, worker="w", __metrics_path__=path)
+                return await fetch(server.metrics_url)
+
+        with caplog.at_level(logging.WARNING, logger="promloop"):
+            _, _, body = run(main())
+
+        assert 0.0 == samples(body)["promloop_fanin_target_up", (("worker", "w"),)]
+        assert "answer larger than 100 bytes" in caplog.text
+
+    def test_deadline_follows_the_scraper(self, tmp_path, caplog):
+        """The workers get 3/4 of the time the scraper waits, when that is shorter."""
+
+        async def main():
+            async with misbehaving() as address, fanin(tmp_path) as server:
+                target_file(tmp_path, "silent.json", address, __metrics_path__="/silent")
+                return await fetch(
+                    server.metrics_url, {**TEXT, "X-Prometheus-Scrape-Timeout-Seconds": "0.4"}
+                )
+
+        with caplog.at_level(logging.WARNING, logger="promloop"):
+            status, _, _ = run(main())
+
+        assert 200 == status
+        assert "no answer within 0.15 s" in caplog.text
+
+    def test_slow_merge_answers_503(self, tmp_path, monkeypatch, caplog):
+        """A merge that outlasts the scrape's time answers 503 before the scraper gives up."""
+        slow = threading.Event()
+        real_merge = _merge.Merger.merge
+
+        def slow_merge(self, scrapes):
+            slow.wait(5)  # until the scrape has been answered
+            return real_merge(self, scrapes)
+
+        monkeypatch.setattr(_merge.Merger, "merge", slow_merge)
+
+        async def main():
+            one = await worker(tmp_path, jobs(1))
+            async with fanin(tmp_path) as server:
+                answer = await fetch(
+                    server.metrics_url, {**TEXT, "X-Prometheus-Scrape-Timeout-Seconds": "0.4"}
+                )
+                slow.set()
+            await one.close()
+            return answer
+
+        with caplog.at_level(logging.WARNING, logger="promloop"):
+            status, _, body = run(main())
+
+        assert 503 == status
+        assert b"took longer than 0.2 s" in body
+        assert "<Fleet " in caplog.text
+
+    def test_stale_file_is_removed(self, tmp_path):
+        """A worker that died leaves a file: ignored and removed at the next scrape."""
+        port = free_port()
+
+        async def main():
+            async with fanin(tmp_path) as server:
+                alive = samples((await fetch(server.metrics_url))[2])
+                dead.kill()
+                gone = samples((await fetch(server.metrics_url))[2])
+            return alive, gone
+
+        dead = Worker(tmp_path, port=port)  # registered, but serves nothing
+        try:
+            alive, gone = run(main())
+        finally:
+            dead.close()
+
+        assert 0.0 == alive["promloop_fanin_target_up", (("worker", "0"),)]
+        assert ("promloop_fanin_target_up", (("worker", "0"),)) not in gone
+        assert [".promloop-worker-0.lock"] == [p.name for p in tmp_path.iterdir()]
+
+    def test_malformed_file_is_skipped(self, tmp_path, caplog):
+        """A malformed target file is skipped, with one log line however many scrapes."""
+        (tmp_path / "bad.json").write_text("{")
+
+        async def main():
+            one = await worker(tmp_path, jobs(1))
+            async with fanin(tmp_path) as server:
+                answers = [await fetch(server.metrics_url) for _ in range(3)]
+            await one.close()
+            return answers
+
+        with caplog.at_level(logging.WARNING, logger="promloop"):
+            answers = run(main())
+
+        assert [200] * 3 == [status for status, _, _ in answers]
+        assert 1 == caplog.text.count("bad.json")
+
+    def test_missing_directory(self, tmp_path):
+        """A missing directory fails at start, naming it, and leaves nothing open."""
+        with pytest.raises(FileNotFoundError, match=f"fan-in: the directory '{tmp_path / 'x'}'"):
+            run(start_fanin(tmp_path / "x"))
+
+    def test_unwritable_directory(self, tmp_path, monkeypatch):
+        """A directory the fan-in cannot clean up fails at start, naming it."""
+        monkeypatch.setattr(os, "access", lambda path, mode: False)
+
+        with pytest.raises(PermissionError, match=f"'{tmp_path}' is not writable"):
+            run(start_fanin(tmp_path))
+
+    def test_directory_removed_while_serving(self, tmp_path, caplog):
+        """A directory that goes away leaves the fan-in answering with its own metrics."""
+        directory = tmp_path / "targets"
+        directory.mkdir()
+
+        async def main():
+            async with fanin(directory) as server:
+                directory.rmdir()
+                return await fetch(server.metrics_url)
+
+        with caplog.at_level(logging.WARNING, logger="promloop"):
+            status, _, body = run(main())
+
+        assert 200 == status
+        assert b"promloop_fanin_conflicts_total" in body
+        assert "cannot read the directory" in caplog.text
+
+    def test_two_fanins_one_directory(self, tmp_path):
+        """Two fan-ins on one directory both answer with every worker."""
+
+        async def main():
+            one = await worker(tmp_path, jobs(1))
+            two = await worker(tmp_path, jobs(2))
+            async with fanin(tmp_path) as first, fanin(tmp_path, aggregate=True) as second:
+                answers = await asyncio.gather(
+                    *(fetch(s.metrics_url) for s in (first, second, first, second))
+                )
+            await one.close()
+            await two.close()
+            return answers
+
+        answers = run(main())
+
+        assert [200] * 4 == [status for status, _, _ in answers]
+        assert 1.0 == samples(answers[0][2])["jobs_total", (("worker", "0"),)]
+        assert 3.0 == samples(answers[1][2])["jobs_total", ()]
+
+    def test_directory_changing_while_scraped(self, tmp_path):
+        """Targets come and go while the fan-in is scraped: every scrape answers."""
+
+        async def churn(stop, port):
+            # Registrations without servers of their own: the files change
+            # under the fan-in, and the targets answer (with the steady
+            # worker's port) or do not, as they happen to be read.
+            while not stop.is_set():
+                deregister = await FileSD(tmp_path, slot="worker").register(StandIn(port=port))
+                await asyncio.sleep(0)
+                await deregister()
+
+        async def main():
+            steady = await worker(tmp_path, jobs(7))
+            stop = asyncio.Event()
+            async with fanin(tmp_path) as server:
+                port = steady.socket.port
+                churning = asyncio.gather(churn(stop, port), churn(stop, free_port()))
+                answers = [await fetch(server.metrics_url) for _ in range(20)]
+                stop.set()
+                await churning
+            await steady.close()
+            return answers
+
+        answers = run(main())
+
+        assert [200] * 20 == [status for status, _, _ in answers]
+        assert all(7.0 == samples(body)["jobs_total", (("worker", "0"),)] for _, _, body in answers)
+
+
+class TestLifecycle:
+    def test_close_leaves_nothing(self, tmp_path):
+        """Closing frees the port and ends the fan-in's threads and tasks."""
+
+        async def main():
+            one = await worker(tmp_path, jobs(1))
+            server = await start_fanin(tmp_path, addr="127.0.0.1")
+            await fetch(server.metrics_url)
+            await server.close()
+            await server.close()
+            await one.close()
+            return server, [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+
+        server, tasks = run(main())
+
+        assert port_is_free(server.socket.port)
+        assert [] == tasks
+        assert [] == [t.name for t in threading.enumerate() if t.name.startswith("promloop-fanin")]
+
+    def test_close_during_a_scrape(self, tmp_path):
+        """A scrape waiting for a silent worker ends when the fan-in closes; close is prompt."""
+
+        async def main():
+            async with misbehaving() as address:
+                target_file(tmp_path, "silent.json", address, __metrics_path__="/silent")
+                server = await start_fanin(tmp_path, addr="127.0.0.1", scrape_timeout=60)
+                scrape = asyncio.ensure_future(fetch(server.metrics_url))
+                await asyncio.sleep(0.2)
+                await asyncio.wait_for(server.close(), 10)
+                with contextlib.suppress(aiohttp.ClientError):
+                    return (await scrape)[0]
+                return None
+
+        status = run(main())
+
+        assert status in (503, None)
+
+    def test_failed_start_leaves_nothing(self, tmp_path):
+        """A port in use fails the start and leaves no thread behind."""
+
+        async def main():
+            async with fanin(tmp_path) as first:
+                with pytest.raises(OSError, match="in use"):
+                    await start_fanin(tmp_path, addr="127.0.0.1", port=first.socket.port)
+
+        run(main())
+
+        assert [] == [t.name for t in threading.enumerate() if t.name.startswith("promloop-fanin")]
+
+    @pytest.mark.parametrize(
+        "kwargs",
+        [
+            {"path": "/"},
+            {"path": "/targets"},
+            {"path": "x"},
+            {"gauges": "avg"},
+            {"scrape_timeout": 0},
+        ],
+    )
+    def test_invalid_arguments(self, tmp_path, kwargs):
+        """Invalid arguments fail at start."""
+        with pytest.raises(ValueError):
+            run(start_fanin(tmp_path, **kwargs))
+
+    def test_registers_itself(self, tmp_path):
+        """service_discovery= registers the fan-in, as any promloop server."""
+        own = tmp_path / "fanin"
+        own.mkdir()
+
+        async def main():
+            async with fanin(tmp_path, service_discovery=FileSD(own)) as server:
+                return server.is_registered, [p.name for p in own.iterdir()]
+
+        registered, files = run(main())
+
+        assert registered
+        assert 1 == len(files)
+
+
+class TestFleet:
+    """The engine without its server: what happens around a close."""
+
+    def fleet(self, directory):
+        return _fleet.Fleet(
+            directory, aggregate=False, gauges="sum", created=True, scrape_timeout=1, registry=None
+        )
+
+    def scrape(self, fleet):
+        answer = fleet.scrape(accept=None, accept_encoding=None, query="", scraper_timeout=None)
+        return answer.result(30)
+
+    def test_called_off(self, tmp_path):
+        """A scrape that starts once the fleet is called off answers 503."""
+        target_file(tmp_path, "t.json", f"127.0.0.1:{free_port()}")
+        fleet = self.fleet(tmp_path)
+
+        async def main():
+            await fleet.start()
+            fleet.call_off()
+            reply = await asyncio.wrap_future(
+                fleet.scrape(accept=None, accept_encoding=None, query="", scraper_timeout=None)
+            )
+            await fleet.close()
+            return reply
+
+        assert 503 == run(main()).status
+
+    def test_loop_gone(self, tmp_path):
+        """A scrape after the fleet's event loop has ended answers 503."""
+        target_file(tmp_path, "t.json", f"127.0.0.1:{free_port()}")
+        fleet = self.fleet(tmp_path)
+
+        async def main():
+            await fleet.start()
+            await fleet._session.close()
+
+        run(main())
+        try:
+            reply = self.scrape(fleet)
+        finally:
+            fleet._executor.shutdown()
+
+        assert 503 == reply.status
+
+
+class TestDeadline:
+    @pytest.mark.parametrize(
+        ("header", "expected"),
+        [
+            (None, 3.0),
+            ("10", 3.0),
+            ("2", 1.3125),
+            ("0.4", 0.15000000000000002),
+            ("soon", 3.0),
+            ("0", 3.0),
+            ("-1", 3.0),
+            ("inf", 3.0),
+            ("nan", 3.0),
+        ],
+    )
+    def test_scraper_timeout(self, tmp_path, header, expected):
+        """The workers get scrape_timeout, or 3/4 of the scrape's time if shorter."""
+        fleet = _fleet.Fleet(
+            tmp_path, aggregate=False, gauges="sum", created=True, scrape_timeout=3.0, registry=None
+        )
+        try:
+            assert expected == fleet.deadline(header)
+        finally:
+            run(fleet.close())
+
+    def test_duration(self, tmp_path, monkeypatch):
+        """The duration of a target's scrape is measured around it (a counting clock here)."""
+        monkeypatch.setattr(_fleet, "perf_counter", CountingClock())
+
+        async def main():
+            one = await worker(tmp_path, jobs(1))
+            async with fanin(tmp_path) as server:
+                answer = await fetch(server.metrics_url)
+            await one.close()
+            return answer
+
+        _, _, body = run(main())
+
+        assert (
+            1.0
+            == samples(body)["promloop_fanin_target_scrape_duration_seconds", (("worker", "0"),)]
+        )
+
+
+class TestWorkerNames:
+    def test_slot_else_address(self):
+        """The worker label, else host:port, also when two targets share a worker label."""
+        targets = [
+            Target("a.json", "h:1", {"worker": "0"}),
+            Target("b.json", "h:2", {}),
+            Target("c.json", "h:3", {"worker": "x"}),
+            Target("c.json", "h:4", {"worker": "x"}),
+        ]
+
+        assert ["0", "h:2", "h:3", "h:4"] == _fleet.worker_names(targets)
