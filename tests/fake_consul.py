@@ -42,6 +42,7 @@ class FakeConsul:
         # not come; "before-registering": neither happens.  The request hangs
         # until the agent stops.
         self.hang_registrations: str | None = None
+        self.delay = 0.0  # seconds every answer waits: a slow agent
         self.port: int | None = None
         self._index = 1
         self._changed: asyncio.Condition | None = None
@@ -73,7 +74,7 @@ class FakeConsul:
         async def serve() -> None:
             self._changed = asyncio.Condition()
             self._stopping = asyncio.Event()
-            app = web.Application()
+            app = web.Application(middlewares=[self._slow])
             app.router.add_put("/v1/agent/service/register", self._register)
             app.router.add_put("/v1/agent/service/deregister/{id}", self._deregister)
             app.router.add_get("/v1/agent/services", self._agent_services)
@@ -145,6 +146,13 @@ class FakeConsul:
             self._changed.notify_all()
 
     # --- the HTTP API ---------------------------------------------------------
+
+    @web.middleware
+    async def _slow(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        response: web.StreamResponse = await handler(request)
+        return response
 
     async def _hang(self) -> None:
         """Wait until the agent stops."""

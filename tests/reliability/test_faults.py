@@ -244,3 +244,130 @@ class TestFileSDFaults:
         answer = asyncio.run(main())
         figure("scrape after its directory vanished", answer.status, "status")
         assert 200 == answer.status
+
+
+RESTORE_BOUND = 7.0
+"""Seconds within which keep_registered must restore a registration once the agent is back:
+the documented schedule retries at most 5 s apart and checks the agent's list every 5 s,
+plus a second for the request on a loaded machine."""
+
+
+def wait_registered(consul, timeout: float) -> float:
+    """Wait until *consul* lists one service; return how long that took."""
+    started = time.perf_counter()
+    while not consul.services:
+        if time.perf_counter() - started > timeout:
+            pytest.fail(f"not registered within {timeout} s")
+        time.sleep(0.02)
+    return time.perf_counter() - started
+
+
+@pytest.fixture
+def consul():
+    from ..fake_consul import FakeConsul
+
+    agent = FakeConsul().start()
+    yield agent
+    agent.close()
+
+
+def keep_registered_server(consul, **options):
+    from promloop.aio.sd import ConsulAgent
+    from promloop.aio.web import start_http_server_in_thread
+
+    agent = ConsulAgent(
+        name="faults", agent_url=consul.url, keep_registered=True, check_interval="1s", **options
+    )
+    return start_http_server_in_thread(addr="127.0.0.1", service_discovery=agent)
+
+
+class TestConsulFaults:
+    """keep_registered=True against an agent that misbehaves, in real time."""
+
+    def test_down_at_start(self, consul, figure):
+        """The server starts at once with the agent down, and registers once it is up."""
+        consul.stop()
+        started = time.perf_counter()
+        server = keep_registered_server(consul)
+        start_seconds = time.perf_counter() - started
+        try:
+            time.sleep(1.5)
+            consul.start()
+            seconds = wait_registered(consul, RESTORE_BOUND)
+        finally:
+            server.close()
+        figure("start with the agent down", round(start_seconds * 1000, 1), "ms")
+        figure("registered after the agent came up", round(seconds, 2), "s")
+        assert {} == consul.services  # deregistered on close
+
+    def test_flapping(self, consul, figure):
+        """An agent restarted without its data, three times: registered again each time."""
+        server = keep_registered_server(consul)
+        restored = []
+        try:
+            wait_registered(consul, RESTORE_BOUND)
+            for _ in range(3):
+                consul.stop()
+                consul.forget_all()  # restarted without its data
+                time.sleep(0.5)
+                consul.start()
+                restored.append(wait_registered(consul, RESTORE_BOUND))
+        finally:
+            server.close()
+        figure("re-registered after each restart, worst", round(max(restored), 2), "s")
+        assert {} == consul.services
+
+    def test_forgetting(self, consul, figure):
+        """An agent that forgets the service (a restart, an operator) is reminded of it."""
+        server = keep_registered_server(consul)
+        try:
+            wait_registered(consul, RESTORE_BOUND)
+            consul.forget_all()
+            seconds = wait_registered(consul, RESTORE_BOUND)
+        finally:
+            server.close()
+        figure("re-registered after the agent forgot it", round(seconds, 2), "s")
+
+    def test_answering_500(self, consul, figure):
+        """An agent answering 500 for a while: registered once it answers again."""
+        consul.fail_status = 500
+        server = keep_registered_server(consul)
+        try:
+            time.sleep(2)
+            assert {} == consul.services
+            consul.fail_status = None
+            seconds = wait_registered(consul, RESTORE_BOUND)
+        finally:
+            server.close()
+        figure("registered after the agent recovered from 500s", round(seconds, 2), "s")
+
+    def test_slow(self, consul, figure):
+        """A slow agent within timeout= registers; past it, start fails naming the agent."""
+        from promloop.aio.sd import ConsulAgent
+        from promloop.aio.web import start_http_server_in_thread
+
+        consul.delay = 0.5
+        started = time.perf_counter()
+        server = start_http_server_in_thread(
+            addr="127.0.0.1",
+            service_discovery=ConsulAgent(name="faults", agent_url=consul.url, timeout=2),
+        )
+        registered = time.perf_counter() - started
+        server.close()
+        consul.delay = 3.0
+        started = time.perf_counter()
+        with pytest.raises(TimeoutError, match=f"{consul.url}.*within 1 s"):
+            start_http_server_in_thread(
+                addr="127.0.0.1",
+                service_discovery=ConsulAgent(name="faults", agent_url=consul.url, timeout=1),
+            )
+        failed = time.perf_counter() - started
+        figure("start with an agent answering in 0.5 s", round(registered, 2), "s")
+        figure("start with an agent answering in 3 s, timeout=1", round(failed, 2), "s")
+        assert failed < 2.5
+        # The agent registers the service after the start gave up on it, then
+        # deregisters it, as the failed start asked.
+        deadline = time.perf_counter() + 10
+        while consul.calls("PUT", "/v1/agent/service/deregister") == 0 or consul.services:
+            assert time.perf_counter() < deadline, consul.services
+            time.sleep(0.05)

@@ -44,6 +44,10 @@ _FIRST_RETRY: Final = 0.5
 _LONGEST_RETRY: Final = 5.0
 _LIST_CHECK: Final = 5.0
 
+_ABANDON_SECONDS: Final = 1.0
+"""How long a failed start spends telling the agent to forget a registration it never
+answered: a slow agent acts on the deregistration after the registration, in order."""
+
 
 class ConsulAgent:
     """Register with a Consul agent, through its HTTP API.
@@ -197,12 +201,29 @@ class ConsulAgent:
         try:
             registered = await registration.register_once()
         except BaseException:
-            await self._release_session()
+            if registration.unanswered:
+                # The agent may yet act on the registration it did not answer.
+                await self._abandon(registration)
+            else:
+                await self._release_session()
             raise
         if not registered:
             await self._release_session()
             return None
         return registration.close
+
+    async def _abandon(self, registration: _Registration) -> None:
+        """Deregister a registration whose start failed, spending a second at most."""
+        try:
+            await asyncio.wait_for(registration.close(), _ABANDON_SECONDS)
+        except Exception as error:  # noqa: BLE001 -- the start's own error is what is raised
+            _log.warning(
+                "Consul agent %s may keep service %r, whose registration it never answered: "
+                "deregistering failed too (%s).  Its health check will fail.",
+                self.agent_url,
+                registration.service_id,
+                type(error).__name__,
+            )
 
 
 def _agent_url(address: str | None) -> str:
