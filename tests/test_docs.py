@@ -5,8 +5,9 @@ reader who pastes one into a file runs it: each must exit 0 and write nothing to
 ``yaml`` blocks must parse, and a Prometheus configuration must pass
 ``promtool check config``.  ``sh`` and ``console`` blocks must parse, and name only files
 and extras that exist (``.ci/run`` runs the README's set-up commands themselves).  The new
-side of a ``diff`` runs as Python.  ``{doctest}`` blocks are run by Sphinx's doctest
-builder (``tox -e docs``); a block of any other language fails until it has a check here.
+side of a ``diff`` runs as Python, and ``json`` must parse.  ``text`` is output, not code.
+``{doctest}`` blocks are run by Sphinx's doctest builder (``tox -e docs``).  A block of any
+other language fails until it has a check here.
 
 A block that needs more than a Python interpreter says so in an HTML comment on the line
 before it, which neither GitHub nor Sphinx shows::
@@ -42,6 +43,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import ssl
 import subprocess
 import sys
@@ -57,7 +59,7 @@ import yaml
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from .peers import free_port, pushgateway, require_binary, running, wait_for
+from .peers import LIFETIME, free_port, pushgateway, require_binary, wait_for
 
 
 if TYPE_CHECKING:
@@ -71,6 +73,7 @@ TIMEOUT = 60  # seconds: the longest a block may run, or take to serve
 FENCE = re.compile(r"^(?P<indent> *)(?P<fence>`{3,}|~{3,})(?P<info>[^`]*)$")
 MARKER = re.compile(r"^ *<!-- docs-test: (?P<options>.*?) -->\s*$")
 OPTIONS = {"continues", "serves", "env", "tls", "consul", "pushgateway"}
+CHECKED = {"python", "yaml", "json", "sh", "console", "diff"}
 # Directives whose body is not Markdown: Sphinx builds or runs them, with -W.
 SPHINX = {"{doctest}", "{eval-rst}", "{include}", "{literalinclude}", "{toctree}"}
 # A block importing these runs only where the extra that brings them is installed
@@ -247,11 +250,18 @@ def scrape(url: str, context: ssl.SSLContext | None) -> set[str]:
     return {f.name for f in families} | {s.name for f in families for s in f.samples}
 
 
+@dataclasses.dataclass(frozen=True)
+class Served:
+    """A serving block's process, and where it serves."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    stderr: Path
+
+
 @contextlib.contextmanager
-def serving(
-    block: Block, program: str, directory: Path, env: dict[str, str]
-) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    """Run a serving block until the test is done with it; yield its metrics URL."""
+def serving(block: Block, program: str, directory: Path, env: dict[str, str]) -> Iterator[Served]:
+    """Run a serving block until the test is done with it."""
     url, *_ = block.options["serves"] or ("",)
     if url.startswith(("http://", "https://")):
         parts = urllib.parse.urlsplit(url)
@@ -263,16 +273,38 @@ def serving(
     else:
         url = ""
     (directory / "block.py").write_text(program)
-    with running([sys.executable, "block.py"], cwd=directory, env=env) as process:
-        assert process.stdout is not None
-        while not url:
-            line = process.stdout.readline()
-            if not line:
-                _, stderr = process.communicate(timeout=10)
-                pytest.fail(f"{block.where} exited without serving metrics:\n{stderr}")
-            if "Serving metrics at " in line:
-                url = line.split("Serving metrics at ", 1)[1].split()[0]
-        yield url, process
+    stdout, stderr = directory / "stdout.txt", directory / "stderr.txt"
+    # Files, not pipes: nobody need read them while the block runs, and an unbuffered
+    # stdout shows the announcement as soon as it is printed.
+    command = [sys.executable, "block.py"]
+    if bound := shutil.which("timeout"):  # it ends the block even if the test run dies
+        command = [bound, "--signal=KILL", str(LIFETIME), *command]
+    with stdout.open("wb") as out, stderr.open("wb") as err:
+        process = subprocess.Popen(
+            command,
+            cwd=directory,
+            env={**env, "PYTHONUNBUFFERED": "1"},
+            stdout=out,
+            stderr=err,
+        )
+    try:
+
+        def announced() -> str | None:
+            if process.poll() is not None:
+                pytest.fail(f"{block.where} exited without serving:\n{stderr.read_text()}")
+            found = re.search(r"Serving metrics at (\S+)", stdout.read_text())
+            return found[1] if found else None
+
+        if not url:
+            url = wait_for(announced, timeout=TIMEOUT, what=f"{block.where}'s Serving metrics at")
+        yield Served(url, process, stderr)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 @contextlib.contextmanager
@@ -325,7 +357,7 @@ class TestBlocksFound:
         unchecked = [
             f"{block.where}: ```{block.language}"
             for block in BLOCKS
-            if block.language not in {"python", "yaml", "sh", "console", "diff", *SPHINX}
+            if block.language not in {*CHECKED, "text", *SPHINX}
         ]
 
         assert [] == unchecked
@@ -356,15 +388,19 @@ class TestPythonBlocks:
                 program = program.replace(documented, gateway.removeprefix("http://"))
 
             if "serves" in block.options:
-                url, process = stack.enter_context(serving(block, program, tmp_path, env))
+                server = stack.enter_context(serving(block, program, tmp_path, env))
 
                 def served() -> set[str]:
-                    if process.poll() is not None:
-                        _, stderr = process.communicate()
-                        pytest.fail(f"{block.where} exited with {process.returncode}:\n{stderr}")
-                    return scrape(url, client_context)
+                    if server.process.poll() is not None:
+                        output = server.stderr.read_text()
+                        pytest.fail(
+                            f"{block.where} exited with {server.process.returncode}:\n{output}"
+                        )
+                    return scrape(server.url, client_context)
 
-                names = wait_for(served, timeout=TIMEOUT, what=f"{block.where} to serve {url}")
+                names = wait_for(
+                    served, timeout=TIMEOUT, what=f"{block.where} to serve {server.url}"
+                )
                 expected = {n for n in block.options["serves"] if not n.startswith("http")}
                 assert expected <= names
                 if "consul" in block.options:
@@ -377,10 +413,13 @@ class TestPythonBlocks:
                     assert json.load(answer)["data"], "nothing was pushed"
 
 
-class TestYamlBlocks:
-    @pytest.mark.parametrize("block", blocks("yaml"))
+class TestDataBlocks:
+    @pytest.mark.parametrize("block", blocks("yaml", "json"))
     def test_valid(self, block, tmp_path):
         """The block parses; a Prometheus configuration passes `promtool check config`."""
+        if block.language == "json":
+            json.loads(block.text)
+            return
         document = yaml.safe_load(block.text)
         if not (isinstance(document, dict) and "scrape_configs" in document):
             return
