@@ -2,7 +2,8 @@
 
 ``python -m tests.reliability.soak_apps aio`` serves one registry from the
 in-loop server, the threaded server and a handler in an aiohttp app;
-``... twisted`` serves it from MetricsResource under twisted.web.  Both change
+``... twisted`` serves it from MetricsResource under twisted.web;
+``... worker DIRECTORY`` runs a fleet worker registered in DIRECTORY.  All change
 their metrics all the time (from the event loop or reactor, and from a
 thread), announce their ports as one line of JSON, and run until stopped.
 """
@@ -88,6 +89,23 @@ async def serve_aio() -> None:
         await asyncio.sleep(0.005)
 
 
+def serve_worker(directory: str) -> None:
+    """Run one fleet worker: a threaded server registered in *directory* with a slot."""
+    from promloop.aio.sd import FileSD
+    from promloop.aio.web import start_http_server_in_thread
+
+    registry, change = busy_registry()
+    server = start_http_server_in_thread(
+        addr="127.0.0.1", registry=registry, service_discovery=FileSD(directory, slot="worker")
+    )
+    print(json.dumps({"worker": server.socket.port}), flush=True)  # noqa: T201
+    chooser = random.Random()
+    while True:
+        for _ in range(50):
+            change(chooser)
+        time.sleep(0.005)
+
+
 def serve_twisted() -> None:
     from twisted.internet import reactor, task
     from twisted.web.resource import Resource
@@ -109,5 +127,7 @@ def serve_twisted() -> None:
 if __name__ == "__main__":
     if sys.argv[1] == "aio":
         asyncio.run(serve_aio())
+    elif sys.argv[1] == "worker":
+        serve_worker(sys.argv[2])
     else:
         serve_twisted()

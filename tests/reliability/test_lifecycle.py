@@ -153,6 +153,41 @@ class TestStartScrapeClose:
         report(figure, growth, tasks, seconds)
         assert_no_leak(growth, tasks)
 
+    def test_fan_in(self, registry, figure, tmp_path):
+        """start_fanin() in front of a worker: started, scraped (which scrapes the worker), closed."""
+        from promloop.aio.fanin import start_fanin
+        from promloop.aio.sd import FileSD
+
+        async def cycles(count: int) -> None:
+            for _ in range(count):
+                fan_in = await start_fanin(tmp_path, addr="127.0.0.1")
+                answer = await get(fan_in.socket.port)
+                assert 200 == answer.status
+                assert b'cycles_total{worker="0"} 1.0' in answer.body
+                await fan_in.close()
+
+        async def main() -> tuple[Resources, int, float]:
+            worker = await start_http_server(
+                addr="127.0.0.1",
+                registry=registry,
+                service_discovery=FileSD(tmp_path, slot="worker"),
+            )
+            await fill_default_executor()
+            await cycles(WARMUP)
+            before, tasks_before = Resources.now(), len(asyncio.all_tasks())
+            started = time.perf_counter()
+            await cycles(CYCLES)
+            seconds = time.perf_counter() - started
+            await asyncio.sleep(0.1)
+            growth = Resources.now() - before
+            tasks = len(asyncio.all_tasks()) - tasks_before
+            await worker.close()
+            return growth, tasks, seconds
+
+        growth, tasks, seconds = asyncio.run(main())
+        report(figure, growth, tasks, seconds)
+        assert_no_leak(growth, tasks)
+
     def test_twisted_resource(self, figure):
         """MetricsResource on a twisted.web Site that starts listening, is scraped and stops.
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ..peers import prometheus, running
+from ..peers import free_port, prometheus, running
 from .resources import scaled
 
 
@@ -25,8 +25,9 @@ SOAK_SECONDS = scaled(40, 600)
 
 
 @contextlib.contextmanager
-def soak_app(kind: str):
-    with running([sys.executable, "-m", "tests.reliability.soak_apps", kind], cwd=ROOT) as app:
+def soak_app(kind: str, *args: str):
+    command = [sys.executable, "-m", "tests.reliability.soak_apps", kind, *args]
+    with running(command, cwd=ROOT) as app:
         assert app.stdout is not None
         line = app.stdout.readline()
         if not line:
@@ -34,11 +35,45 @@ def soak_app(kind: str):
         yield json.loads(line)
 
 
+@contextlib.contextmanager
+def fan_in(directory: Path, *options: str):
+    """Run ``python -m promloop fanin`` on *directory*; yield its port."""
+    port = free_port()
+    command = [
+        sys.executable, "-m", "promloop", "fanin", str(directory),
+        "--addr", "127.0.0.1", "--port", str(port), *options,
+    ]  # fmt: skip
+    with running(command) as process:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if "Serving metrics at" not in line:
+            pytest.fail(f"the fan-in did not start: {line}{process.communicate()[1]}")
+        yield port
+
+
 class TestSoak:
     def test_every_mount_point_scraped_every_second(self, tmp_path, figure):
-        """Not one failed scrape, and the same number of samples at every scrape."""
-        with soak_app("aio") as aio_ports, soak_app("twisted") as tx_ports:
-            ports = {**aio_ports, **tx_ports}
+        """Not one failed scrape, and the same number of samples at every scrape.
+
+        The mount points of an asyncio app and a Twisted app, and two fan-ins (one
+        labelling each worker's samples, one summing them) in front of two workers.
+        """
+        directory = tmp_path / "fleet"
+        directory.mkdir()
+        with (
+            soak_app("aio") as aio_ports,
+            soak_app("twisted") as tx_ports,
+            soak_app("worker", str(directory)),
+            soak_app("worker", str(directory)),
+            fan_in(directory) as per_worker_port,
+            fan_in(directory, "--aggregate") as aggregate_port,
+        ):
+            ports = {
+                **aio_ports,
+                **tx_ports,
+                "fan-in": per_worker_port,
+                "fan-in --aggregate": aggregate_port,
+            }
             scrape_configs = [
                 {
                     "job_name": name,
