@@ -154,7 +154,7 @@ class TestStartScrapeClose:
         assert_no_leak(growth, tasks)
 
     def test_fan_in(self, registry, figure, tmp_path):
-        """start_fanin() in front of a worker: started, scraped (which scrapes the worker), closed."""
+        """start_fanin() in front of a worker: started, scraped (so is the worker), closed."""
         from promloop.aio.fanin import start_fanin
         from promloop.aio.sd import FileSD
 
