@@ -430,14 +430,14 @@ class TestFaults:
             async with misbehaving() as address, fanin(tmp_path) as server:
                 target_file(tmp_path, "silent.json", address, __metrics_path__="/silent")
                 return await fetch(
-                    server.metrics_url, {**TEXT, "X-Prometheus-Scrape-Timeout-Seconds": "0.4"}
+                    server.metrics_url, {**TEXT, "X-Prometheus-Scrape-Timeout-Seconds": "2.5"}
                 )
 
         with caplog.at_level(logging.WARNING, logger="promloop"):
             status, _, _ = run(main())
 
         assert 200 == status
-        assert "no answer within 0.15 s" in caplog.text
+        assert "no answer within 1.6875 s" in caplog.text
 
     def test_slow_merge_answers_503(self, tmp_path, monkeypatch, caplog):
         """A merge that outlasts the scrape's time answers 503 before the scraper gives up."""
@@ -506,9 +506,13 @@ class TestFaults:
         assert 1 == caplog.text.count("bad.json")
 
     def test_missing_directory(self, tmp_path):
-        """A missing directory fails at start, naming it, and leaves nothing open."""
+        """A missing directory fails at start, naming it, and leaves nothing behind."""
+        registry = CollectorRegistry()
+
         with pytest.raises(FileNotFoundError, match=f"fan-in: the directory '{tmp_path / 'x'}'"):
-            run(start_fanin(tmp_path / "x"))
+            run(start_fanin(tmp_path / "x", registry=registry))
+        assert [] == [t.name for t in threading.enumerate() if t.name.startswith("promloop-fanin")]
+        assert [] == list(registry.collect())
 
     def test_unwritable_directory(self, tmp_path, monkeypatch):
         """A directory the fan-in cannot clean up fails at start, naming it."""
@@ -586,11 +590,12 @@ class TestFaults:
 
 class TestLifecycle:
     def test_close_leaves_nothing(self, tmp_path):
-        """Closing frees the port and ends the fan-in's threads and tasks."""
+        """Closing frees the port, ends the fan-in's threads and tasks, and leaves the registry."""
+        registry = CollectorRegistry()
 
         async def main():
             one = await worker(tmp_path, jobs(1))
-            server = await start_fanin(tmp_path, addr="127.0.0.1")
+            server = await start_fanin(tmp_path, addr="127.0.0.1", registry=registry)
             await fetch(server.metrics_url)
             await server.close()
             await server.close()
@@ -600,6 +605,7 @@ class TestLifecycle:
         server, tasks = run(main())
 
         assert port_is_free(server.socket.port)
+        assert [] == list(registry.collect())  # the same registry can serve another fan-in
         assert [] == tasks
         assert [] == [t.name for t in threading.enumerate() if t.name.startswith("promloop-fanin")]
 

@@ -123,7 +123,11 @@ async def start_fanin(
         scrape_timeout=scrape_timeout,
         registry=registry,
     )
-    await fleet.start()
+    try:
+        await fleet.start()
+    except BaseException:
+        await fleet.close()
+        raise
 
     async def metrics(request: web.Request) -> web.Response:
         headers = request.headers

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import math
 import threading
@@ -137,8 +138,8 @@ class Fleet:
         gauges: How gauges combine in aggregate mode.
         created: Serve ``_created`` samples.
         scrape_timeout: Seconds each worker may take, at most.
-        registry: Where the fan-in's own metrics go; they are served too.
-        disable_compression: Never gzip.
+        registry: Where the fan-in's own metrics go (until :meth:`close`);
+            they are served too.
     """
 
     def __init__(
@@ -150,24 +151,22 @@ class Fleet:
         created: bool,
         scrape_timeout: float,
         registry: CollectorRegistry | None,
-        disable_compression: bool = False,
     ) -> None:
         if not (scrape_timeout > 0 and math.isfinite(scrape_timeout)):
             msg = f"scrape_timeout= must be a positive number of seconds, not {scrape_timeout!r}."
             raise ValueError(msg)
+        self.merger = Merger(
+            aggregate=aggregate, gauges=gauges, on_conflict=lambda _: self._conflicts.inc()
+        )
         self.directory = TargetDirectory(directory)
         self.created = created
         self.scrape_timeout = scrape_timeout
-        self.disable_compression = disable_compression
         self.registry = CollectorRegistry(auto_describe=True) if registry is None else registry
         self._conflicts = Counter(
             "promloop_fanin_conflicts",
             "Workers' families left out because another worker's family of that name "
             "has a different type.",
             registry=self.registry,
-        )
-        self.merger = Merger(
-            aggregate=aggregate, gauges=gauges, on_conflict=lambda _: self._conflicts.inc()
         )
         self._status = _TargetStatus()
         self.registry.register(self._status)
@@ -211,11 +210,17 @@ class Fleet:
             round_.cancel()
 
     async def close(self) -> None:
-        """Close the client and wait for the render threads to end."""
+        """Close the client, wait for the render threads to end, and leave the registry.
+
+        Calling it again does nothing.
+        """
         self.call_off()
         if self._session is not None:
             await self._session.close()
         await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown)
+        for collector in (self._conflicts, self._status):
+            with contextlib.suppress(KeyError):  # closed already
+                self.registry.unregister(collector)
 
     def scrape(
         self,
@@ -240,7 +245,7 @@ class Fleet:
         view = (
             negotiate(accept),
             names,
-            not self.disable_compression and gzip_accepted(accept_encoding),
+            gzip_accepted(accept_encoding),
             self.deadline(scraper_timeout),
         )
         return self._renders.submit(view, lambda: self._answer(*view), self._executor.submit)
