@@ -84,6 +84,7 @@ FRAMEWORKS = {
     "promloop.aio.web": "aiohttp",
     "promloop.aio.sd.ConsulAgent": "aiohttp",
     "promloop.aio.push": "aiohttp",
+    "promloop.aio.fanin": "aiohttp",
     "twisted": "twisted",
     "promloop.tx": "twisted",
     "klein": "klein",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import re
 import shutil
 import sys
 
@@ -11,6 +13,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from .peers import EXAMPLES, example, free_port, http_get, prometheus, running, wait_for
+from .test_e2e_fleet import gunicorn_options, require_gunicorn
+from .test_fanin_cli import child_has_exited
 
 
 pytest.importorskip("aiohttp")
@@ -91,6 +95,85 @@ class TestExamples:
 
         assert 3 == len(list(targets))
         assert {"alpha", "beta", "gamma"} == {t["labels"]["worker"] for t in up}
+
+    @pytest.mark.parametrize("kind", ["sync", "aiohttp"])
+    def test_gunicorn(self, tmp_path, kind):
+        """The gunicorn example's hooks: a fan-in from the master, and every worker behind it."""
+        require_gunicorn()
+        log = tmp_path / "gunicorn.log"
+        app = ["app:app"] if kind == "sync" else ["--worker-class", "aiohttp.GunicornWebWorker"]
+        app += [] if kind == "sync" else ["aiohttp_app:make_app"]
+        command = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            str(EXAMPLES / "gunicorn" / "gunicorn.conf.py"),
+            "--chdir",
+            str(EXAMPLES / "gunicorn"),
+            "--error-logfile",
+            str(log),
+            *gunicorn_options(),
+            *app,
+        ]
+        environment = {
+            **os.environ,
+            "METRICS_TARGETS": str(tmp_path / "targets"),
+            "METRICS_PORT": "0",
+            "APP_BIND": "127.0.0.1:0",
+        }
+
+        def logged(pattern):
+            return lambda: log.exists() and re.search(pattern, log.read_text())
+
+        with running(command, env=environment) as master:
+            found = wait_for(
+                logged(r"Serving metrics at (\S+) \(fan-in process (\d+)\)"),
+                timeout=60,
+                what="the fan-in",
+            )
+            fanin_url, fanin_pid = found[1], int(found[2])
+            app_url = wait_for(logged(r"Listening at: (\S+)"), timeout=60, what="gunicorn")[1]
+            workers = wait_for(
+                lambda: len(worker_labels(fanin_url)) == 3 and worker_labels(fanin_url),
+                timeout=60,
+                what="three workers behind the fan-in",
+            )
+            for _ in range(6):
+                http_get(app_url)
+            requests = wait_for(
+                lambda: (
+                    sum(
+                        value
+                        for (name, _), value in samples(fanin_url).items()
+                        if name == "app_requests_total"
+                    )
+                    == 6
+                ),
+                timeout=30,
+                what="six requests counted",
+            )
+            master.terminate()
+            master.wait(30)
+            gone = wait_for(
+                lambda: child_has_exited(fanin_pid),
+                timeout=30,
+                what="the fan-in to stop with gunicorn",
+            )
+
+        assert {"0", "1", "2"} == workers
+        assert requests
+        assert gone
+        assert [] == list((tmp_path / "targets").glob("*.json"))
+
+
+def worker_labels(url):
+    """Return the worker labels of the targets the fan-in at *url* merged."""
+    return {
+        dict(labels)["worker"]
+        for (name, labels), value in samples(url).items()
+        if name == "promloop_fanin_target_up" and value == 1.0
+    }
 
 
 @contextlib.contextmanager

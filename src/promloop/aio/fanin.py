@@ -5,7 +5,9 @@ Every worker keeps its own registry and serves it on a port of its own
 :class:`promloop.aio.sd.FileSD`; the fan-in serves the merged metrics of every
 live worker on one fixed port.  Run it with ``python -m promloop fanin``, in
 an event loop with :func:`start_fanin`, or as a child process of a
-supervisor (gunicorn's master) with :func:`start_fanin_in_process`.
+supervisor (gunicorn's master) with :func:`start_fanin_in_process`.  The
+guide, :doc:`/fleet`, shows them in gunicorn, in a container and in
+Kubernetes, and states the merging rules.
 
 Needs aiohttp: ``pip install 'promloop[aiohttp]'``.
 """
