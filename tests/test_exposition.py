@@ -40,7 +40,7 @@ from promloop._exposition import (
 )
 from promloop._render import render
 
-from .accept_headers import OPENMETRICS_0_0_1, PROMETHEUS_2_42
+from .accept_headers import PROMETHEUS_2_42
 
 
 UNDERSCORES = "; escaping=underscores"
@@ -59,7 +59,7 @@ class TestNegotiate:
         [
             ("", CONTENT_TYPE_LATEST),
             ("Application/OpenMetrics-Text", OPENMETRICS + UNDERSCORES),
-            ("application/openmetrics-text; version=0.0.1", OPENMETRICS_0_0_1),
+            ("application/openmetrics-text; version=0.0.1", OPENMETRICS + UNDERSCORES),
             ("application/openmetrics-text;q=0,text/plain;version=0.0.4", CONTENT_TYPE_PLAIN_0_0_4),
             ("application/openmetrics-text;q=0", CONTENT_TYPE_LATEST),
             ("text/plain;version=0.0.4;q=0,application/json", CONTENT_TYPE_LATEST),
@@ -72,7 +72,7 @@ class TestNegotiate:
                 CONTENT_TYPE_PLAIN_1_0_0 + "; escaping=dots",
             ),
             ("text/plain;version=0.0.4;escaping=dots", CONTENT_TYPE_PLAIN_0_0_4),
-            ("application/openmetrics-text;version=0.0.1;escaping=dots", OPENMETRICS_0_0_1),
+            ("application/openmetrics-text;version=0.0.1;escaping=dots", OPENMETRICS + UNDERSCORES),
             ("text/*;q=0.9,application/openmetrics-text;q=0.8", CONTENT_TYPE_LATEST),
             (
                 "application/openmetrics-text;q=abc,text/plain;version=0.0.4",
@@ -90,7 +90,7 @@ class TestNegotiate:
             "tie-goes-to-text",
             "quoted-parameters",
             "no-escaping-on-0.0.4",
-            "no-escaping-on-0.0.1",
+            "no-escaping-from-0.0.1",
             "text-wildcard-preferred",
             "malformed-q-ignored",
             "unsupported-type",

@@ -59,9 +59,6 @@ _ESCAPINGS: Final = frozenset(
 # prometheus_client's OpenMetrics module has no annotations: typed once, here.
 _UNDERSCORES: Final[str] = openmetrics_exposition.UNDERSCORES
 _OPENMETRICS_CONTENT_TYPE: Final[str] = openmetrics_exposition.CONTENT_TYPE_LATEST
-_OPENMETRICS_0_0_1_CONTENT_TYPE: Final = (
-    "application/openmetrics-text; version=0.0.1; charset=utf-8"
-)
 
 SCRAPE_TIMEOUT_HEADER: Final = "X-Prometheus-Scrape-Timeout-Seconds"
 """How long the scraper waits for an answer; Prometheus sends it with every scrape."""
@@ -108,7 +105,6 @@ DEFAULT_FORMAT: Final = Format(openmetrics=False, content_type=CONTENT_TYPE_LATE
 """What a scrape without ``Accept`` gets: prometheus-async's answer."""
 
 _TEXT_0_0_4: Final = Format(openmetrics=False, content_type=CONTENT_TYPE_PLAIN_0_0_4)
-_OPENMETRICS_0_0_1: Final = Format(openmetrics=True, content_type=_OPENMETRICS_0_0_1_CONTENT_TYPE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,16 +141,18 @@ def _text(value: Header) -> str:
 def negotiate(accept: Header) -> Format:
     """Choose the exposition format for an ``Accept`` header.
 
-    OpenMetrics when the header prefers some OpenMetrics version over every
-    text type (``q=0`` means never): 0.0.1 if that is the version it names,
-    else 1.0.0, the newest promloop writes (a request for 2.0.0 gets 1.0.0,
-    and is told so).  Otherwise text, in the version the header names (0.0.4
-    or 1.0.0).  A 1.0.0 answer always states its escaping scheme: the one
-    asked for, or ``underscores``; 0.0.4 and 0.0.1 answers state none.  No
-    header, a wildcard, or a text type without a version gets
-    :data:`DEFAULT_FORMAT`, prometheus-async's answer.
-    prometheus_client's ``choose_encoder`` differs: it ignores q-values and
-    answers text to a request for OpenMetrics 0.0.1.
+    OpenMetrics 1.0.0 when the header prefers some OpenMetrics version over
+    every text type (``q=0`` means never), whichever version it names: 1.0.0
+    is the newest promloop writes (a request for 2.0.0 gets 1.0.0, and is told
+    so), and a request for 0.0.1 gets it too, as prometheus-async answers (the
+    lines are the same; 0.0.1 names no escaping, so the answer is escaped with
+    underscores).  Otherwise text, in the version the header names (0.0.4 or
+    1.0.0).  A 1.0.0 answer always states its escaping scheme: the one asked
+    for, or ``underscores``; 0.0.4 answers state none.  No header, a wildcard,
+    or a text type without a version gets :data:`DEFAULT_FORMAT`,
+    prometheus-async's answer.  prometheus_client's ``choose_encoder``
+    differs: it ignores q-values and answers text to a request for
+    OpenMetrics 0.0.1.
     """
     ranges = _parse_accept(_text(accept))
     best_openmetrics = _preferred(ranges, ("application/openmetrics-text",))
@@ -162,9 +160,10 @@ def negotiate(accept: Header) -> Format:
 
     text_quality = 0.0 if best_text is None else best_text.quality
     if best_openmetrics is not None and best_openmetrics.quality > text_quality:
-        if best_openmetrics.params.get("version") == "0.0.1":
-            return _OPENMETRICS_0_0_1
-        return _escaped(True, _OPENMETRICS_CONTENT_TYPE, best_openmetrics.params)
+        params = best_openmetrics.params
+        if params.get("version") == "0.0.1":
+            params = {}  # escaping= belongs to 1.0.0
+        return _escaped(True, _OPENMETRICS_CONTENT_TYPE, params)
     if best_text is None or best_text.media_type != "text/plain":
         return DEFAULT_FORMAT
     version = best_text.params.get("version")
