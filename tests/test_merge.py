@@ -121,8 +121,16 @@ def tricky_registry(worker: int, trace: str = 'q"x') -> CollectorRegistry:
         Sample("cust_q_count", {}, 4.0),
         Sample("cust_q_sum", {}, 6.0),
     ]
+    only_created = Metric("cust_c", "A counter with nothing but _created.", "counter")
+    only_created.samples = [Sample("cust_c_created", {"a": "b"}, 1.0)]
     registry.register(
-        Collect(stamped, gauge_histogram, quantiles, UnknownMetricFamily("cust_u", "U.", 1))
+        Collect(
+            stamped,
+            gauge_histogram,
+            quantiles,
+            UnknownMetricFamily("cust_u", "U.", 1),
+            only_created,
+        )
     )
     return registry
 
@@ -902,6 +910,14 @@ class TestAggregateRules:
             b'jobs_total{kind="a"} 2.0\n'
             b"# HELP took Took.\n# TYPE took histogram\ntook_sum 0.5\n"
         ) == written
+        created_only = merged.expose(
+            openmetrics=False, escaping=om.UNDERSCORES, names=frozenset({"jobs_created"})
+        )
+        assert created_only.startswith(
+            b"# HELP jobs_total Jobs.\n# TYPE jobs_total counter\n"
+            b"# HELP jobs_created Jobs.\n# TYPE jobs_created gauge\n"
+            b'jobs_created{kind="a"} '
+        )
 
     @pytest.mark.parametrize(("openmetrics", "escaping"), FORMATS)
     def test_names_escaped(self, openmetrics, escaping):

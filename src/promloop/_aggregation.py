@@ -17,7 +17,7 @@ from ._merged_writer import Family, Summed, labelled
 
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
     from ._openmetrics_reader import Block, Exposition, Header, Key
 
@@ -253,27 +253,31 @@ class _Plan:
         self.dropping = len(self.kept) < len(keys)
         self.out_keys = [keys[i] for i in self.kept]
         self.texts = [key.canonical for key in self.out_keys]
+        self.legacy = all(key.legacy for key in keys)
         self._carried_for: tuple[_Carried, int] | None = None
         self._carried_columns: list[tuple[float, ...]] = []
 
     def combine(
         self, live: list[_Contribution], stale: list[_Contribution], kept: _Carried | None
     ) -> Summed:
-        columns: list[tuple[float, ...]] = list(
-            zip(*(values for _, values, _ in live), strict=True)
-        )
-        if kept is not None:
-            columns = list(map(operator.add, columns, self._columns_of(kept)))
-        for keys, values, _ in stale:
-            for key, value in zip(keys, values, strict=True):
-                index = self.index[key.canonical]
-                columns[index] = (*columns[index], value)
+        sources = [values for _, values, _ in live]
+        extra = None if kept is None else self._columns_of(kept)
+        if stale:
+            extra = self._with_stale(extra, stale)
+
+        def columns() -> Iterator[tuple[float, ...]]:
+            # zip reuses its tuple when nothing else holds it: no tuple per key lives on
+            # (thousands would wake the garbage collector).
+            joined = zip(*sources, strict=True)
+            return joined if extra is None else map(operator.add, joined, extra)
+
         try:
-            values = list(map(math.fsum, columns))
+            values = list(map(math.fsum, columns()))
         except (ValueError, OverflowError):  # inf - inf somewhere, or an overflow
-            values = list(map(_fsum, columns))
+            values = list(map(_fsum, columns()))
         for index, combine in self.others:
-            values[index] = combine(columns[index])
+            column = tuple(source[index] for source in sources)
+            values[index] = combine(column if extra is None else column + extra[index])
         exemplars: dict[int, str] = {}
         for _, _, found in live:
             for index, exemplar in found.items():
@@ -282,7 +286,20 @@ class _Plan:
             values = [values[i] for i in self.kept]
             position = {old: new for new, old in enumerate(self.kept)}
             exemplars = {position[i]: e for i, e in exemplars.items()}
-        return Summed(self.out_keys, self.texts, values, exemplars)
+        return Summed(self.out_keys, self.texts, values, exemplars, legacy=self.legacy)
+
+    def _with_stale(
+        self, extra: list[tuple[float, ...]] | None, stale: list[_Contribution]
+    ) -> list[tuple[float, ...]]:
+        """Return *extra* (if any) with the values of frozen workers added, by key."""
+        columns: list[tuple[float, ...]] = (
+            [() for _ in self.keys] if extra is None else extra.copy()
+        )
+        for keys, values, _ in stale:
+            for key, value in zip(keys, values, strict=True):
+                index = self.index[key.canonical]
+                columns[index] = (*columns[index], value)
+        return columns
 
     def _columns_of(self, kept: _Carried) -> list[tuple[float, ...]]:
         """Return what departed workers left, lined up with the keys (cached)."""
@@ -404,6 +421,7 @@ def _align(
         [key.canonical for key in ordered],
         values,
         {at[canonical]: exemplar for canonical, exemplar in exemplars.items()},
+        legacy=all(key.legacy for key in ordered),
     )
 
 

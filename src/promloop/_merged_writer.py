@@ -79,6 +79,7 @@ class Summed:
     texts: Sequence[str]  # each key's canonical text
     values: list[float]
     exemplars: dict[int, str]
+    legacy: bool  # every key's names are legacy ones
 
 
 class Family:
@@ -122,14 +123,17 @@ class Writer:
             chunks.append(_moved_header(header, suffix, self.escaping))
             chunks.extend(moved[suffix])
 
-    def _renames(self, header: Header, keys: Sequence[Key], names: Sequence[str]) -> bool:
-        """Tell whether names must be rewritten for this escaping."""
+    def _renames(self, header: Header, *, legacy: bool, names: Sequence[str]) -> bool:
+        """Tell whether names must be rewritten for this escaping.
+
+        *legacy* tells whether every key's names are legacy ones.
+        """
         if self.escaping == ALLOWUTF8:
             return False
         return (
             self.escaping == _DOTS
+            or not legacy
             or not legacy_metric(header.name)
-            or not all(key.legacy for key in keys)
             or not all(map(legacy_label, names))
         )
 
@@ -145,20 +149,18 @@ class Writer:
         block = part.block
         if not block.keys:
             return
-        renames = self._renames(header, block.keys, part.names)
+        renames = self._renames(header, legacy=block.legacy, names=part.names)
         if (
             block.regular
             and allowed == frozenset(header.suffixes)
             and not renames
-            and not (self.moves and header.kind in _MOVES_FROM)
             and (not part.names or block.top < part.names[0])
         ):
-            if not part.names:
-                lines.append(block.text + "\n")
-                return
-            # Each line's labels end with its only '"} ': add the labels there.
-            added = '",' + ",".join(part.labels) + "} "
-            lines.append(added.join(block.text.split('"} ')) + "\n")
+            text = block.text
+            if part.names:
+                # Each line's labels end with its only '"} ': add the labels there.
+                text = ('",' + ",".join(part.labels) + "} ").join(text.split('"} '))
+            self._regular(header, text, block.keys, lines=lines, moved=moved)
             return
         labels = part.labels
         for index, (key, rest) in enumerate(zip(block.keys, block.rests, strict=True)):
@@ -181,6 +183,28 @@ class Writer:
             else:
                 lines.append(line)
 
+    def _regular(
+        self,
+        header: Header,
+        text: str,
+        keys: Sequence[Key],
+        *,
+        lines: list[str],
+        moved: dict[str, list[str]],
+    ) -> None:
+        """Write lines already in this format, moving the text format's gauges out."""
+        if not (self.moves and header.kind in _MOVES_FROM):
+            lines.append(text + "\n")
+            return
+        split = text.split("\n")
+        kept = [line for line, key in zip(split, keys, strict=True) if key.suffix not in MOVED]
+        if kept:
+            lines.append("\n".join(kept) + "\n")
+        for suffix in MOVED.intersection(header.suffixes):
+            found = [line for line, key in zip(split, keys, strict=True) if key.suffix == suffix]
+            if found:
+                moved.setdefault(suffix, []).append("\n".join(found) + "\n")
+
     def _summed(
         self,
         header: Header,
@@ -191,14 +215,15 @@ class Writer:
         moved: dict[str, list[str]],
     ) -> None:
         texts = part.texts
-        if self._renames(header, part.keys, ()):
+        if self._renames(header, legacy=part.legacy, names=()):
             texts = [self.rename(header, text) for text in texts]
-        every = allowed == frozenset(header.suffixes)
-        if every and not (self.moves and header.kind in _MOVES_FROM) and not part.exemplars:
-            lines.extend(
-                f"{text} {repr(value) if -_INF < value < _REPR_LIMIT else go_float(value)}\n"
+        if allowed == frozenset(header.suffixes) and not (part.exemplars and self.openmetrics):
+            text = "\n".join(
+                f"{text} {repr(value) if -_INF < value < _REPR_LIMIT else go_float(value)}"
                 for text, value in zip(texts, part.values, strict=True)
             )
+            if text:
+                self._regular(header, text, part.keys, lines=lines, moved=moved)
             return
         for index, (key, text, value) in enumerate(zip(part.keys, texts, part.values, strict=True)):
             if key.suffix not in allowed:

@@ -285,7 +285,7 @@ def _bound(header: Header, suffix: str) -> str:
 class KeyCache:
     """The keys of one family already checked, with what they say."""
 
-    __slots__ = ("header", "irregular", "keys", "top")
+    __slots__ = ("header", "irregular", "keys", "nonlegacy", "top")
 
     def __init__(self, header: Header) -> None:
         self.header = header
@@ -293,6 +293,7 @@ class KeyCache:
         # What every key checked so far says; never reset, so a block may trust them.
         self.top = ""  # no label name sorts after this
         self.irregular = False  # some key is not as simple as most (see Block.regular)
+        self.nonlegacy = False  # some key has a name that is not a legacy one
 
     def examine(self, text: str) -> Key | None:
         """Check a key of this family; remember it if valid."""
@@ -302,6 +303,7 @@ class KeyCache:
             return None
         # Flags first: a thread that finds the key must find them set.
         self.top = max(self.top, key.top)
+        self.nonlegacy = self.nonlegacy or not key.legacy
         self.irregular = self.irregular or not (
             key.labels
             and key.legacy
@@ -371,7 +373,7 @@ class Odd:
 class Block:
     """One family's samples in one worker's answer."""
 
-    __slots__ = ("header", "keys", "odd", "regular", "rests", "text", "top", "values")
+    __slots__ = ("header", "keys", "legacy", "odd", "regular", "rests", "text", "top", "values")
 
     def __init__(
         self,
@@ -397,6 +399,8 @@ class Block:
         writes it."""
         self.top = "" if cache is None else cache.top
         """No label name sorts after this."""
+        self.legacy = cache is None or not cache.nonlegacy
+        """Every name is a legacy one."""
 
 
 class Exposition:
