@@ -131,7 +131,7 @@ class Carry:
         for target, exposition in answers.items():
             self._departed.pop(target, None)  # back after all: it had not departed
             _keep_peaks(exposition, self._last.get(target))
-            self._last[target] = exposition
+            self._last[target] = exposition.slim()  # the text would double the memory kept
         listed_set = set(listed)
         for target in [t for t in self._last if t not in listed_set]:
             self._departed[target] = (self._merges, self._last.pop(target))

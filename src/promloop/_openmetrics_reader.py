@@ -413,6 +413,17 @@ class Exposition:
         self.peaks: dict[str, dict[str, float]] = {}
         """Aggregate mode: each family's highest counter values seen, where higher than now."""
 
+    def slim(self) -> Exposition:
+        """Return the keys and values of this answer, without its text (a copy to keep)."""
+        slim = Exposition(
+            {
+                name: Block(block.header, keys=block.keys, rests=[], values=block.values, odd={})
+                for name, block in self.blocks.items()
+            }
+        )
+        slim.peaks = self.peaks
+        return slim
+
 
 def read(body: bytes, caches: Caches) -> Exposition:
     """Read a worker's answer.
