@@ -26,14 +26,12 @@ is a batch of scrapes.  Medians and bests of the rounds; ratios are between
 variants measured in the same rounds.  The cost of one ``inc()`` in a worker
 (in memory, and mmap-backed in multiprocess mode) closes the report.
 
-The fan-in is promloop's (``python -m promloop fanin``) when installed; until
-then a stand-in in this file (urllib in threads, then ``promloop._merge``).
+The fan-in is promloop's: ``python -m promloop fanin DIRECTORY [--aggregate]``.
 """
 
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import contextlib
 import json
 import os
@@ -132,51 +130,6 @@ def serve_multiprocess() -> None:
     wait_for_stdin_to_close()
 
 
-def serve_fan_in(directory: str, aggregate: bool) -> None:
-    """A stand-in for promloop's fan-in: list, scrape every target at once, merge, answer."""
-    import http.server
-
-    from promloop._file_sd import TargetDirectory
-    from promloop._merge import Merger, Scrape
-
-    targets = TargetDirectory(directory)
-    merger = Merger(aggregate=aggregate)
-    pool = concurrent.futures.ThreadPoolExecutor(64)
-
-    def fetch(address: str) -> bytes | None:
-        request = urllib.request.Request(f"http://{address}/metrics", headers={"Accept": ACCEPT})
-        try:
-            with urllib.request.urlopen(request, timeout=8) as response:  # noqa: S310
-                return response.read()  # type: ignore[no-any-return]
-        except OSError:
-            return None
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            listed = targets.read()
-            bodies = list(pool.map(fetch, [t.address for t in listed]))
-            scrapes = []
-            for target, body in zip(listed, bodies, strict=True):
-                if body is None and targets.remove_if_stale(target):
-                    continue
-                scrapes.append(Scrape(target.identity, target.labels, body))
-            merged = merger.merge(scrapes)
-            reply = merged.expose(openmetrics=True, escaping="allow-utf-8")
-            self.send_response(200)
-            self.send_header("Content-Type", "application/openmetrics-text; version=1.0.0")
-            self.send_header("Content-Length", str(len(reply)))
-            self.end_headers()
-            self.wfile.write(reply)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-    print(server.server_port, flush=True)
-    with contextlib.suppress(KeyboardInterrupt):
-        server.serve_forever()
-
-
 def inc_cost() -> None:
     """Print the cost of one inc() of a labelled child, in this process's value mode."""
     import timeit
@@ -193,11 +146,16 @@ def inc_cost() -> None:
 
 
 class Process:
-    """A child process of this script, stopped by closing its stdin."""
+    """A child process (this script in a role, or a module), stopped by closing its stdin."""
 
     def __init__(self, role: str, *args: str, env: dict[str, str] | None = None) -> None:
+        command = (
+            [sys.executable, "-m", *args]
+            if role == "-m"
+            else [sys.executable, str(HERE), role, *args]
+        )
         self.popen = subprocess.Popen(  # noqa: S603 -- this script, our arguments
-            [sys.executable, str(HERE), role, *args],
+            command,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -255,7 +213,8 @@ class Variant:
     def __init__(self, name: str, server: Process, workers: list[Process]) -> None:
         self.name = name
         self.server = server
-        self.port = int(server.first_line())
+        first = server.first_line()  # a port, or "Serving metrics at http://host:port/metrics"
+        self.port = int(first.rsplit(":", 1)[1].split("/")[0] if "Serving" in first else first)
         self.workers = workers
         self.samples: dict[str, list[float]] = {"latency": [], "server": [], "fleet": []}
 
@@ -272,6 +231,8 @@ class Variant:
             body = get(self.port)
             latencies.append(time.perf_counter() - started)
         server = (self.server.cpu() - server_before) / batch
+        if b"promloop_fanin_target_up{" in body and b"} 0.0\n" in body:
+            print(f"{self.name}: a worker did not answer in time", file=sys.stderr)
         fleet = server + (sum(w.cpu() for w in workers) - workers_before) / batch
         self.samples["latency"].append(statistics.median(latencies))
         self.samples["server"].append(server)
@@ -299,10 +260,12 @@ def fleets(live: int, dead: int, series: int) -> Iterator[tuple[list[Variant], E
     try:
         start_all(ours)
         start_all(theirs)
+        fan_in = ["promloop", "fanin", str(file_sd), "--addr", "127.0.0.1", "--exit-on-eof"]
+        fan_in += ["--scrape-timeout", "60"]  # a loaded machine is slow, not absent
         servers = [
             Process("_serve_multiprocess", env=mp_env),
-            Process("_fan_in", str(file_sd), "per-worker"),
-            Process("_fan_in", str(file_sd), "aggregate"),
+            Process("-m", *fan_in),
+            Process("-m", *fan_in, "--aggregate"),
         ]
         variants = [
             Variant("multiprocess", servers[0], theirs),
@@ -398,7 +361,10 @@ def fetch(address: str) -> bytes:
 
 
 def agree(multiprocess: bytes, aggregate: bytes) -> bool:
-    """Tell whether the aggregate fan-in and multiprocess mode wrote the same values."""
+    """Tell whether the aggregate fan-in and multiprocess mode wrote the same values.
+
+    (Beside the fan-in's own metrics, and the ``_created`` that multiprocess mode lacks.)
+    """
     from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
     def samples(body: bytes) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -406,7 +372,7 @@ def agree(multiprocess: bytes, aggregate: bytes) -> bool:
             (s.name, frozenset(s.labels.items())): float(s.value)
             for family in text_string_to_metric_families(body.decode())
             for s in family.samples
-            if not s.name.endswith("_created")
+            if not s.name.endswith("_created") and not s.name.startswith("promloop_fanin_")
         }
 
     ours, theirs = samples(aggregate), samples(multiprocess)
@@ -565,7 +531,6 @@ ROLES = {
     "_worker_promloop": lambda args: worker_promloop(args[0], int(args[1])),
     "_worker_multiprocess": lambda args: worker_multiprocess(int(args[0])),
     "_serve_multiprocess": lambda _: serve_multiprocess(),
-    "_fan_in": lambda args: serve_fan_in(args[0], args[1] == "aggregate"),
     "_inc_cost": lambda _: inc_cost(),
 }
 

@@ -33,6 +33,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample, Timestamp
 
 from promloop._merge import Merged, Merger, Scrape
+from promloop._render import render
 
 from . import merge_oracle as oracle
 from .peers import require_binary
@@ -1005,6 +1006,46 @@ class TestCarriedDetails:
         merged = merger.merge([Scrape("w", {}, body(after))])
 
         assert {"x": 1.0} == values(merged)
+
+    def test_answers_to_name_filters(self):
+        """Samples a worker was not asked for (name[]) keep their last values to carry."""
+
+        def registry(jobs: float, *, new: bool = False) -> CollectorRegistry:
+            found = CollectorRegistry()
+            Counter("jobs", "Jobs.", registry=found).inc(jobs)
+            Histogram("took", "Took.", buckets=(1.0,), registry=found).observe(0.5)
+            if new:
+                Counter("new", "New.", registry=found).inc(2)
+            return found
+
+        names = frozenset({"jobs_total", "new_total"})
+        merger = Merger(aggregate=True)
+        merger.merge([Scrape("a", {}, body(registry(5))), Scrape("b", {}, body(registry(7)))])
+        filtered = merger.merge(
+            [
+                Scrape(
+                    "a",
+                    {},
+                    render(registry(6), openmetrics=True, escaping="allow-utf-8", names=names),
+                ),
+                Scrape(
+                    "b",
+                    {},
+                    render(registry(9), openmetrics=True, escaping="allow-utf-8", names=names),
+                ),
+            ],
+            names=names,
+        )
+        assert {"jobs_total": 15.0} == values(filtered)
+        lower = render(registry(8, new=True), openmetrics=True, escaping="allow-utf-8", names=names)
+        merger.merge([Scrape("a", {}, body(registry(6))), Scrape("b", {}, lower)], names=names)
+
+        for _ in range(3):
+            merged = merger.merge([Scrape("a", {}, body(registry(6)))])
+
+            assert 15.0 == values(merged)["jobs_total"]
+            assert 2.0 == values(merged)["took_count"]
+            assert 2.0 == values(merged)["new_total"]
 
     def test_checked_keys_forgotten(self):
         """A family that shrinks forgets the keys it checked, and merges stay right."""

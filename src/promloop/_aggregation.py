@@ -14,12 +14,13 @@ import operator
 from typing import TYPE_CHECKING, Final
 
 from ._merged_writer import Family, Summed, labelled
+from ._openmetrics_reader import Block, Exposition
 
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
-    from ._openmetrics_reader import Block, Exposition, Header, Key
+    from ._openmetrics_reader import Header, Key
 
 
 GAUGE_RULES: Final = ("sum", "max", "min", "per-worker")
@@ -118,6 +119,8 @@ class Carry:
         answers: Mapping[str, Exposition],
         listed: Sequence[str],
         failed: Mapping[str, str],
+        *,
+        whole: bool = True,
     ) -> list[Family]:
         """Combine one scrape's families; remember what the next ones need.
 
@@ -126,12 +129,16 @@ class Carry:
             answers: Those workers' answers, by target.
             listed: Every target listed for this scrape.
             failed: The listed targets left out, and why.
+            whole: The answers hold every sample (no ``name[]``): what they
+                lack is gone, rather than not asked for.
         """
         self._merges += 1
         for target, exposition in answers.items():
             self._departed.pop(target, None)  # back after all: it had not departed
-            _keep_peaks(exposition, self._last.get(target))
-            self._last[target] = exposition.slim()  # the text would double the memory kept
+            last = self._last.get(target)
+            _keep_peaks(exposition, last)
+            slim = exposition.slim()  # the text would double the memory kept
+            self._last[target] = slim if whole or last is None else _updated(last, slim)
         listed_set = set(listed)
         for target in [t for t in self._last if t not in listed_set]:
             self._departed[target] = (self._merges, self._last.pop(target))
@@ -222,6 +229,34 @@ class Carry:
         ):
             return plan.combine(live, stale, kept)
         return _align(header, self._rule, live, stale, kept)
+
+
+def _updated(last: Exposition, answer: Exposition) -> Exposition:
+    """Return a worker's *last* known values, updated with those of a partial *answer*."""
+    blocks = dict(last.blocks)
+    peaks = dict(last.peaks)
+    for name, block in answer.blocks.items():
+        before = blocks.get(name)
+        present = {key.canonical for key in block.keys}
+        kept: dict[str, float] = {}
+        blocks[name] = block
+        if before is not None and before.header.kind == block.header.kind:
+            pairs = {k.canonical: (k, v) for k, v in zip(before.keys, before.values, strict=True)}
+            pairs.update(
+                (k.canonical, (k, v)) for k, v in zip(block.keys, block.values, strict=True)
+            )
+            blocks[name] = Block(
+                block.header,
+                keys=[k for k, _ in pairs.values()],
+                rests=[],
+                values=[v for _, v in pairs.values()],
+                odd={},
+            )
+            kept = {k: p for k, p in peaks.get(name, {}).items() if k not in present}
+        peaks[name] = {**kept, **answer.peaks.get(name, {})}
+    updated = Exposition(blocks)
+    updated.peaks = {name: found for name, found in peaks.items() if found}
+    return updated
 
 
 def _frozen(block: Block, peaks: Mapping[str, float]) -> _Contribution:

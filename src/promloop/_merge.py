@@ -173,12 +173,15 @@ class Merger:
         self._carry = Carry(gauges)
         self._warn_once = functools.lru_cache(maxsize=_CONFLICTS_LOGGED)(_warn_conflict)
 
-    def merge(self, scrapes: Sequence[Scrape]) -> Merged:
+    def merge(self, scrapes: Sequence[Scrape], *, names: frozenset[str] | None = None) -> Merged:
         """Merge one scrape of every target listed in the directory.
 
         Args:
             scrapes: Every target listed, in slot order, failed scrapes
                 included; a target seen before and absent now has departed.
+            names: The sample names (``name[]``) the workers were asked for,
+                if not all: in aggregate mode, the samples a worker was not
+                asked for keep their last known values, for when it departs.
         """
         failed: dict[str, str] = {}
         answers: dict[str, tuple[Labels, Exposition]] = {}
@@ -201,7 +204,9 @@ class Merger:
             listed = [scrape.target for scrape in scrapes]
             expositions = {target: exposition for target, (_, exposition) in answers.items()}
             with self._lock:
-                families = self._carry.aggregate(gathered, expositions, listed, failed)
+                families = self._carry.aggregate(
+                    gathered, expositions, listed, failed, whole=names is None
+                )
         else:
             families = [
                 Family(header, [labelled(block, labels) for labels, block in blocks])
