@@ -29,7 +29,7 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families as text_families
 
-from promloop import BasicAuth, BearerToken, _merge
+from promloop import BasicAuth, BearerToken, _exposition, _merge
 from promloop._file_sd import Target
 from promloop.aio import _fleet
 from promloop.aio.fanin import start_fanin
@@ -670,7 +670,7 @@ class TestLifecycle:
 
 
 class TestFleet:
-    """The engine without its server: what happens around a close."""
+    """The engine without its server: what reaches the workers, and what happens at close."""
 
     def fleet(self, directory):
         return _fleet.Fleet(
@@ -680,6 +680,48 @@ class TestFleet:
     def scrape(self, fleet):
         answer = fleet.scrape(accept=None, accept_encoding=None, query="", scraper_timeout=None)
         return answer.result(30)
+
+    def test_names_reach_the_workers_and_rounds_are_shared(self, tmp_path, monkeypatch):
+        """name[] is forwarded; concurrent scrapes of one view share one round of scrapes."""
+        asked = []
+
+        async def recorder(request):
+            asked.append(sorted(request.rel_url.query.getall("name[]", [])))
+            return web.Response(
+                body=b"# EOF\n",
+                headers={"Content-Type": "application/openmetrics-text; version=1.0.0"},
+            )
+
+        fleet = self.fleet(tmp_path)
+        fleet._renders = _exposition.SharedRenders(gather=0.5)  # room to arrive together
+
+        async def main():
+            app = web.Application()
+            app.router.add_get("/metrics", recorder)
+            runner = web.AppRunner(app)
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", 0).start()
+            target_file(tmp_path, "r.json", f"127.0.0.1:{runner.addresses[0][1]}")
+            await fleet.start()
+            query = "name[]=b_total&name[]=a"
+            replies = await asyncio.gather(
+                *(
+                    asyncio.wrap_future(
+                        fleet.scrape(
+                            accept=None, accept_encoding=None, query=query, scraper_timeout=None
+                        )
+                    )
+                    for _ in range(3)
+                )
+            )
+            await fleet.close()
+            await runner.cleanup()
+            return replies
+
+        replies = run(main())
+
+        assert [200] * 3 == [reply.status for reply in replies]
+        assert [["a", "b_total"]] == asked  # one round for the three scrapes
 
     def test_called_off(self, tmp_path):
         """A scrape that starts once the fleet is called off answers 503."""
