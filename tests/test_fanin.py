@@ -227,6 +227,30 @@ class TestMerging:
         assert 3.0 == one["queue", ()]  # a departed worker's gauge goes
         assert ("promloop_fanin_target_up", (("worker", "1"),)) not in one
 
+    def test_aggregate_after_a_filtered_scrape(self, tmp_path):
+        """A name[] scrape does not make a worker's other counters vanish when it leaves."""
+
+        def registry(count):
+            both = jobs(count)
+            Counter("other", "Other work.", registry=both).inc(10 * count)
+            return both
+
+        async def main():
+            first = await worker(tmp_path, registry(1))
+            second = await worker(tmp_path, registry(2))
+            async with fanin(tmp_path, aggregate=True) as server:
+                await fetch(server.metrics_url)
+                await fetch(f"{server.metrics_url}?name[]=jobs_total")
+                await second.close()
+                after = samples((await fetch(server.metrics_url))[2])
+            await first.close()
+            return after
+
+        after = run(main())
+
+        assert 3.0 == after["jobs_total", ()]
+        assert 30.0 == after["other_total", ()]  # the departed worker's 20 carried
+
     def test_conflicting_types_are_counted(self, tmp_path, caplog):
         """A family typed differently by two workers is kept from the first and counted."""
         as_gauge = CollectorRegistry()
@@ -444,9 +468,9 @@ class TestFaults:
         slow = threading.Event()
         real_merge = _merge.Merger.merge
 
-        def slow_merge(self, scrapes):
+        def slow_merge(self, scrapes, **kwargs):
             slow.wait(5)  # until the scrape has been answered
-            return real_merge(self, scrapes)
+            return real_merge(self, scrapes, **kwargs)
 
         monkeypatch.setattr(_merge.Merger, "merge", slow_merge)
 

@@ -288,7 +288,9 @@ class Fleet:
                 continue  # its process is dead: not a target any more
             kept.append((target, outcome))
             scrapes.append(Scrape(target.identity, target.labels, outcome.body))
-        merged = self.merger.merge(scrapes)
+        # The workers were asked for these names only: in aggregate mode, the
+        # merger keeps their other samples' last values for when they leave.
+        merged = self.merger.merge(scrapes, names=names or None)
         rows: list[tuple[str, bool, float]] = []
         for worker, (target, outcome) in zip(worker_names([t for t, _ in kept]), kept, strict=True):
             error = outcome.error or merged.errors.get(target.identity, "")
