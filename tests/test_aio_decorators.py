@@ -21,7 +21,7 @@ import promloop._recipes
 
 from promloop import aio
 
-from .conftest import FakeObserver
+from .conftest import FakeGauge, FakeObserver
 
 
 if sys.version_info < (3, 11):
@@ -397,6 +397,25 @@ class TestTime:
         gc.collect()
 
         assert gone() is None
+
+    @pytest.mark.parametrize("form", [aio.time, aio.count_exceptions, aio.track_inprogress])
+    def test_awaitable_check_gone_with_its_metric(self, form):
+        """A metric's remembered check goes when it does: a new metric at its id is checked."""
+        kind = {
+            aio.time: promloop._recipes.TIME,
+            aio.count_exceptions: promloop._recipes.COUNT,
+            aio.track_inprogress: promloop._recipes.TRACK,
+        }[form]
+        metric = FakeObserver() if form is aio.time else FakeGauge()
+        run(form(metric, succeed()))
+        key = id(metric)
+        assert key in kind.plain
+
+        del metric
+        gc.collect()
+
+        assert key not in kind.plain
+        assert key not in kind.checks
 
     # The refused coroutines are never awaited: Python warns about them.
     @pytest.mark.filterwarnings("ignore:coroutine '.*' was never awaited:RuntimeWarning")

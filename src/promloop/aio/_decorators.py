@@ -52,6 +52,14 @@ __all__ = ["count_exceptions", "time", "track_inprogress"]
 # as they patch prometheus-async's.
 _CLOCK: Final = sys.modules[__name__]
 
+# The metrics each one-shot form has checked, by id(): an entry lives exactly
+# as long as its metric (a weak reference's callback removes it before the id
+# can be reused), so finding one is proof enough -- and the one-shot forms'
+# fast path costs a dictionary lookup, not a call.
+_TIME_CHECKED: Final = TIME.plain
+_COUNT_CHECKED: Final = COUNT.plain
+_TRACK_CHECKED: Final = TRACK.plain
+
 
 def _error_of(future: asyncio.Future[Any]) -> BaseException | None:
     """Return the exception that ended *future*, without marking it retrieved."""
@@ -256,8 +264,8 @@ def time(
     """
     if type(future) is CoroutineType and labels is None and exemplar is None:
         # Called before on this metric, which records directly: nothing to check.
-        check = TIME.plain.get(id(metric))
-        if check is not None and check.metric_ref() is metric:
+        check = _TIME_CHECKED.get(id(metric))
+        if check is not None:
             coroutine: Coroutine[Any, Any, T] = future
             return _timed(coroutine, metric, perf_counter(), check)
     recipe = make_recipe(TIME, metric, labels=labels, exemplar=exemplar)
@@ -321,8 +329,8 @@ def count_exceptions(
     """
     if type(future) is CoroutineType and exc is None and labels is None and exemplar is None:
         # Called before on this metric, which records directly: nothing to check.
-        check = COUNT.plain.get(id(metric))
-        if check is not None and check.metric_ref() is metric:
+        check = _COUNT_CHECKED.get(id(metric))
+        if check is not None:
             coroutine: Coroutine[Any, Any, T] = future
             return _counted(coroutine, metric, FAILURES, check)
     recipe = make_recipe(COUNT, metric, exc=exc, labels=labels, exemplar=exemplar)
@@ -380,8 +388,8 @@ def track_inprogress(
     """
     if type(future) is CoroutineType and labels is None:
         # Called before on this metric, which records directly: nothing to check.
-        check = TRACK.plain.get(id(metric))
-        if check is not None and check.metric_ref() is metric:
+        check = _TRACK_CHECKED.get(id(metric))
+        if check is not None:
             coroutine: Coroutine[Any, Any, T] = future
             return _tracked(coroutine, metric, check)
     recipe = make_recipe(TRACK, metric, labels=labels)
