@@ -718,6 +718,55 @@ def tls():
     return ca, server_ctx, client_ctx
 
 
+class TestMalformedRequests:
+    def test_one_debug_line_no_traceback(self, registry, caplog):
+        """A request aiohttp's parser refuses gets 400, and one DEBUG line without its bytes.
+
+        aiohttp logs each at ERROR with a traceback quoting the offending line:
+        a malformed Authorization header would put credentials in the log.
+        """
+
+        async def main():
+            server = await start_http_server(addr="127.0.0.1", registry=registry)
+            try:
+                return await raw_request(
+                    server.url.rstrip("/"),
+                    b"GET /metrics HTTP/1.1",
+                    b"Authorization : Bearer s3cret-token",
+                )
+            finally:
+                await server.close()
+
+        with caplog.at_level(logging.DEBUG, logger="aiohttp"):
+            status, _ = run(main())
+
+        server_records = [r for r in caplog.records if r.name == "aiohttp.server"]
+        assert 400 == status
+        assert [(logging.DEBUG, "Refused a malformed request: BadHttpMessage.")] == [
+            (r.levelno, r.getMessage()) for r in server_records
+        ]
+        assert not any(r.exc_info for r in server_records)
+        assert "s3cret-token" not in caplog.text
+
+    def test_other_records_unchanged(self, caplog):
+        """Whatever else aiohttp's server logs reaches its logger as it was."""
+        from promloop.aio._server import _ServerLog
+
+        log = _ServerLog(logging.getLogger("aiohttp.server"), {})
+        error = RuntimeError("a handler failed")
+        with caplog.at_level(logging.DEBUG, logger="aiohttp.server"):
+            log.error("Error handling request from %s", "127.0.0.1", exc_info=error)
+            log.warning("Something else")
+
+        assert [
+            (logging.ERROR, "Error handling request from 127.0.0.1", error),
+            (logging.WARNING, "Something else", None),
+        ] == [
+            (r.levelno, r.getMessage(), r.exc_info[1] if r.exc_info else None)
+            for r in caplog.records
+        ]
+
+
 class TestTLS:
     def test_https(self, registry, hits, tls):
         """With ssl_ctx=, the server speaks HTTPS and says so."""

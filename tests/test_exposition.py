@@ -100,6 +100,35 @@ class TestNegotiate:
         """The chosen format is announced with the content type a scraper expects."""
         assert content_type == negotiate(accept).content_type
 
+    @pytest.mark.parametrize(
+        "accept",
+        [
+            b"application/openmetrics-text, text/plain\xc2\x85",
+            b"application/openmetrics-text;q=\xef\xbc\x91, text/plain;version=0.0.4;q=0.5",
+            b"text/plain;version=1.0.0\xc2\xa0, application/openmetrics-text;q=0.9",
+        ],
+        ids=["NEL-after-type", "fullwidth-digit-q", "NBSP-after-param"],
+    )
+    def test_same_bytes_same_answer(self, accept):
+        """Bytes (Twisted) and the text aiohttp decodes from them (UTF-8) negotiate alike.
+
+        Decoded, U+0085 and U+00A0 are whitespace and U+FF11 a digit to Python;
+        as bytes they are neither: only HTTP's own whitespace and ASCII digits count.
+        """
+        as_text = accept.decode("utf-8", "surrogateescape")
+
+        assert negotiate(accept) == negotiate(as_text)
+        assert gzip_accepted(b"gzip;q=\xef\xbc\x90, *") is gzip_accepted("gzip;q=\uff10, *")
+
+    def test_text_no_bytes_decode_to(self):
+        """A stand-in request's text that no bytes decode to (a lone surrogate) still negotiates."""
+        assert (
+            OPENMETRICS + UNDERSCORES
+            == negotiate(
+                "application/openmetrics-text\ud800, application/openmetrics-text"
+            ).content_type
+        )
+
     def test_default(self):
         """No Accept header gets prometheus-async's answer, CONTENT_TYPE_LATEST exactly."""
         assert DEFAULT_FORMAT == negotiate(None)
@@ -517,9 +546,34 @@ class TestExposition:
             Exposition(object())
 
     def test_bad_auth(self, registry):
-        """auth= must be one of promloop's credential types."""
-        with pytest.raises(TypeError, match=r"auth= must be a promloop\.BasicAuth"):
+        """auth= must be one of promloop's credential types; the error shows its type only."""
+        with pytest.raises(TypeError, match=r"auth= must be a promloop\.BasicAuth") as info:
             Exposition(registry, auth=("user", "secret"))  # type: ignore[arg-type]
+
+        assert "not tuple" in str(info.value)
+        assert "secret" not in str(info.value)
+
+    @pytest.mark.parametrize("method", ["POST", b"PUT", "get", "BREW"])
+    def test_other_methods(self, registry, method):
+        """A method other than GET and HEAD gets 405 -- after 401, without valid credentials."""
+        auth = BearerToken("t0k")
+        exposition = Exposition(registry, auth=auth)
+
+        def scrape(authorization):
+            return exposition.scrape(
+                authorization=authorization,
+                accept=None,
+                accept_encoding=None,
+                query="",
+                spawn=run_now,
+                method=method,
+            ).result()
+
+        refused, not_allowed = scrape(None), scrape(auth.authorization())
+
+        assert 401 == refused.status
+        assert 405 == not_allowed.status
+        assert ("Allow", "GET, HEAD") in not_allowed.headers
 
 
 class JustCollect:

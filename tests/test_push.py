@@ -164,6 +164,36 @@ class TestClientBehaviour:
 
         assert ["Basic dTpw", "Bearer t0k"] == seen[:2]
 
+    def test_password_in_the_url_is_not_in_the_error(self):
+        """A gateway URL's user:password authenticates; the error shows it without the password."""
+        seen = []
+
+        async def main():
+            async def refuse(request):
+                seen.append(request.headers.get("Authorization"))
+                return web.Response(status=403, text="forbidden")
+
+            app = web.Application()
+            app.router.add_route("*", "/{tail:.*}", refuse)
+            runner = web.AppRunner(app)
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", 0).start()
+            port = runner.addresses[0][1]
+            try:
+                with pytest.raises(PushgatewayError) as info:
+                    await push_to_gateway(
+                        f"http://u:s3cret@127.0.0.1:{port}", "j", batch_registry()
+                    )
+            finally:
+                await runner.cleanup()
+            return info.value, port
+
+        error, port = run(main())
+
+        assert ["Basic dTpzM2NyZXQ="] == seen
+        assert f"PUT http://u:***@127.0.0.1:{port}/metrics/job/j failed with HTTP 403" in str(error)
+        assert "s3cret" not in f"{error} {error!r}"
+
     @pytest.mark.parametrize(
         ("job", "key", "path"),
         [

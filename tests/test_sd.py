@@ -401,6 +401,33 @@ class TestKeepRegistered:
         assert "HTTP 500: fake Consul: simulated failure" in caplog.text
         assert "s3cret-token" not in caplog.text
 
+    def test_password_in_the_agent_url_never_shown(self, caplog, silent_agent):
+        """A password in agent_url authenticates, and appears in no repr, log line or error."""
+        fake = FakeConsul(token="right").start()
+        try:
+
+            async def main():
+                refused = kept(fake.url.replace("://", "://user:pa55word@"), Waits(), token="no")
+                server = await start_http_server(addr="127.0.0.1", service_discovery=refused)
+                await until(lambda: "refused to register" in caplog.text, "a refusal")
+                await server.close()
+                silent = ConsulAgent(
+                    agent_url=silent_agent.replace("://", "://user:pa55word@"), timeout=0.1
+                )
+                with pytest.raises(TimeoutError) as info:
+                    await start_http_server(addr="127.0.0.1", service_discovery=silent)
+                return refused, info.value
+
+            with caplog.at_level(logging.DEBUG, logger="promloop"):
+                agent, error = run(main())
+        finally:
+            fake.close()
+
+        assert "Basic dXNlcjpwYTU1d29yZA==" == fake.requests[0][2]["Authorization"]
+        assert "Consul agent http://user:***@127.0.0.1" in caplog.text
+        assert "http://user:***@127.0.0.1" in str(error)
+        assert "pa55word" not in caplog.text + repr(agent) + str(error)
+
     def test_never_reached_agent_closes_quietly(self, caplog):
         """A server whose agent never answered closes without trying to deregister."""
         dead = f"http://127.0.0.1:{_unused_port()}"

@@ -134,6 +134,42 @@ class TestMetricsResource:
         assert 401 == status
         assert headers.getRawHeaders(b"WWW-Authenticate")[0].startswith(b"Basic ")
 
+    @pytest.mark.parametrize("method", [b"POST", b"PUT", b"OPTIONS", b"DELETE", b"BREW", b"get"])
+    def test_other_methods_need_credentials_first(self, registry, hits, reactor, method):
+        """Any other method gets 401 without valid credentials, then 405 (never twisted.web's 501).
+
+        twisted.web's own dispatch would answer 405 or 501 before the
+        credentials were checked.
+        """
+        resource = MetricsResource(registry, auth=BearerToken("t"), reactor=reactor)
+
+        anonymous, _, _ = scrape(resource, reactor, request(method))
+        status, headers, body = scrape(resource, reactor, request(method, Authorization="Bearer t"))
+
+        assert (401, 405) == (anonymous, status)
+        assert [b"GET, HEAD"] == headers.getRawHeaders(b"Allow")
+        assert b"hits" not in body
+
+    def test_render_get(self, registry, hits, reactor):
+        """render_GET(), twisted.web's name, answers as render() does, for callers that use it."""
+        resource = MetricsResource(registry, auth=BearerToken("t"), reactor=reactor)
+        anonymous, authorised = request(), request(Authorization="Bearer t")
+
+        assert NOT_DONE_YET == resource.render_GET(anonymous)
+        assert NOT_DONE_YET == resource.render_GET(authorised)
+        reactor.run_pool()
+
+        assert (401, 200) == (anonymous.responseCode, authorised.responseCode or 200)
+        assert b"hits_total 5.0" in b"".join(authorised.written)
+
+    def test_other_methods_without_auth(self, registry, hits, reactor):
+        """Without auth=, a method other than GET and HEAD gets 405 at once."""
+        resource = MetricsResource(registry, reactor=reactor)
+
+        status, _, _ = scrape(resource, reactor, request(b"POST"))
+
+        assert 405 == status
+
     def test_created(self, registry, hits, reactor):
         """created=False drops _created from this resource's answers alone."""
         _, _, without = scrape(

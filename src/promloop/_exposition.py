@@ -114,14 +114,18 @@ class _MediaRange:
     quality: float
 
 
+_OWS: Final = " \t"
+"""The whitespace HTTP allows around list items and parameters (RFC 9110's OWS), and no other."""
+
+
 def _parse_accept(header: str) -> list[_MediaRange]:
     ranges: list[_MediaRange] = []
     for entry in header.split(","):
-        media_type, *raw_params = (part.strip() for part in entry.split(";"))
+        media_type, *raw_params = (part.strip(_OWS) for part in entry.split(";"))
         params: dict[str, str] = {}
         for raw in raw_params:
             key, _, value = raw.partition("=")
-            params[key.strip().lower()] = value.strip().strip('"')
+            params[key.strip(_OWS).lower()] = value.strip(_OWS).strip('"')
         try:
             quality = float(params.pop("q", "1"))
         except ValueError:
@@ -132,10 +136,19 @@ def _parse_accept(header: str) -> list[_MediaRange]:
 
 
 def _text(value: Header) -> str:
-    """Return a header value as text; bytes outside ASCII can match no token anyway."""
+    r"""Return a header value as the bytes it arrived as, one character per byte.
+
+    aiohttp hands over text decoded as UTF-8, Twisted the bytes: reading both
+    as Latin-1 gives the same bytes the same answer on every mount point
+    (decoded, ``\xc2\x85`` would be whitespace to one and not to the other).
+    Bytes outside ASCII can match no token anyway.
+    """
     if value is None:
         return ""
-    return value.decode("latin-1") if isinstance(value, bytes) else value
+    if isinstance(value, str):
+        # Text that no bytes decode to comes from a stand-in request, not a socket.
+        value = header_bytes(value) or value.encode("utf-8", "surrogatepass")
+    return value.decode("latin-1")
 
 
 def negotiate(accept: Header) -> Format:
@@ -295,6 +308,10 @@ def encoded(fmt: Format, body: bytes, *, compress: bool) -> Reply:
     return Reply(200, tuple(headers), body)
 
 
+SCRAPE_METHODS: Final = frozenset({"GET", "HEAD"})
+"""The methods that read metrics; any other gets 405, once its credentials are checked."""
+
+
 class Guard:
     """Refuse requests without valid credentials, on any path of any mount point.
 
@@ -307,7 +324,11 @@ class Guard:
 
     def __init__(self, auth: object) -> None:  # checked here: untyped callers may pass anything
         if auth is not None and not isinstance(auth, (BasicAuth, BearerToken)):
-            msg = f"auth= must be a promloop.BasicAuth or promloop.BearerToken, not {auth!r}."
+            # The type alone: a token passed as a string must not reach a log in the message.
+            msg = (
+                "auth= must be a promloop.BasicAuth or promloop.BearerToken, "
+                f"not {type(auth).__name__}."
+            )
             raise TypeError(msg)
         self.auth: BasicAuth | BearerToken | None = auth
 
@@ -430,11 +451,13 @@ class Exposition:
         query: str | bytes,
         spawn: Spawn,
         may_compress: bool = True,
+        method: str | bytes = "GET",
     ) -> concurrent.futures.Future[Reply]:
         """Answer one scrape; the rendering runs in a thread started by *spawn*.
 
         Credentials are checked first: a request without valid ones gets 401
-        before anything else of it is parsed.  Every header is passed as it
+        before anything else of it is parsed, whatever its method; then a
+        method other than GET or HEAD gets 405.  Every header is passed as it
         arrived, text or raw bytes.
 
         Args:
@@ -446,10 +469,19 @@ class Exposition:
             spawn: Runs a function in a worker thread.
             may_compress: False when something else (a wrapping resource)
                 compresses the answer: then promloop does not.
+            method: The request's method (case matters, as in HTTP).
         """
         refusal = self.refusal(authorization)
         if refusal is not None:
             return _done(refusal)
+        if _text(method) not in SCRAPE_METHODS:
+            return _done(
+                plain_reply(
+                    405,
+                    "405 Method Not Allowed: metrics are read with GET or HEAD.\n",
+                    ("Allow", "GET, HEAD"),
+                )
+            )
         return self.render(
             accept=accept,
             accept_encoding=accept_encoding,

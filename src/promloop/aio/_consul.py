@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 from .._file_sd import advertised_host, host_port
 from .._optional import import_extra
+from .._urls import shown
 
 
 import_extra("aiohttp", "consul", needed_by="promloop.aio.sd.ConsulAgent")
@@ -66,7 +67,9 @@ class ConsulAgent:
         deregister: Deregister when the server closes.
         agent_url: The agent's address; by default ``CONSUL_HTTP_ADDR`` (in any
             of Consul's forms: ``host:port``, ``http://host:port``,
-            ``https://host:port``), else ``http://127.0.0.1:8500``.
+            ``https://host:port``), else ``http://127.0.0.1:8500``.  A
+            password in it (``https://user:password@host``, for a proxy that
+            wants basic authentication) is never shown.
         meta: Service metadata; promloop adds ``metrics_path`` (the path to
             scrape) and ``scheme`` (``http`` or ``https``).
         address: The advertised host; by default the address the server is
@@ -156,8 +159,8 @@ class ConsulAgent:
             self._session = None
 
     def __repr__(self) -> str:
-        # The token is never shown.
-        return f"ConsulAgent(name={self.name!r}, agent_url={self.agent_url!r})"
+        # Neither the token nor a password in the agent's URL is ever shown.
+        return f"ConsulAgent(name={self.name!r}, agent_url={shown(self.agent_url)!r})"
 
     def _payload(self, metrics_server: MetricsServer) -> dict[str, Any]:
         host = advertised_host(metrics_server, self.address)
@@ -220,7 +223,7 @@ class ConsulAgent:
             _log.warning(
                 "Consul agent %s may keep service %r, whose registration it never answered: "
                 "deregistering failed too (%s).  Its health check will fail.",
-                self.agent_url,
+                shown(self.agent_url),
                 registration.service_id,
                 type(error).__name__,
             )
@@ -265,7 +268,7 @@ class _Registration:
                 yield reply
         except asyncio.TimeoutError as error:
             msg = (
-                f"Consul agent {self.agent.agent_url} did not answer within "
+                f"Consul agent {shown(self.agent.agent_url)} did not answer within "
                 f"{self.agent.timeout:g} s (ConsulAgent(timeout=...))."
             )
             raise TimeoutError(msg) from error
@@ -311,7 +314,7 @@ class _Registration:
                 # response error shows the request's headers, the token among them.
                 _log.warning(
                     "Consul agent %s unreachable: %s: %s",
-                    self.agent.agent_url,
+                    shown(self.agent.agent_url),
                     type(error).__name__,
                     error,
                 )
@@ -363,7 +366,7 @@ async def _note_sent(
 async def _log_refusal(reply: aiohttp.ClientResponse, what: str, agent: str, service: str) -> None:
     _log.warning(
         "Consul agent %s refused to %s service %r: HTTP %s: %s",
-        agent,
+        shown(agent),
         what,
         service,
         reply.status,

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import html
+import logging
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from aiohttp import web
+from aiohttp.http import HttpProcessingError
+from aiohttp.log import server_logger
 
 from .._exposition import Exposition, Guard
 from . import _sockets
@@ -71,6 +74,24 @@ def require_credentials(guard: Guard) -> Middleware:
         return await handler(request)
 
     return require_credentials
+
+
+class _ServerLog(logging.LoggerAdapter[logging.Logger]):
+    """aiohttp's server log, where a request its parser refused is one DEBUG line.
+
+    aiohttp logs each such request at ERROR, with a traceback whose message
+    quotes the offending line: a client sending garbage would fill the
+    application's log with tracebacks, and a malformed ``Authorization``
+    line would put credentials in it.  The client gets aiohttp's 400 either
+    way; the line names the error's kind only.
+    """
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        error = kwargs.get("exc_info")
+        if isinstance(error, HttpProcessingError):
+            self.logger.debug("Refused a malformed request: %s.", type(error).__name__)
+            return
+        super().log(level, msg, *args, **kwargs)
 
 
 class MetricsHTTPServer:
@@ -233,7 +254,11 @@ async def serve_app(
     close, and nothing left open when listening or registering fails.
     """
     runner = web.AppRunner(
-        app, access_log=None, handle_signals=False, shutdown_timeout=CLOSE_GRACE_SECONDS
+        app,
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=CLOSE_GRACE_SECONDS,
+        logger=_ServerLog(server_logger, {}),
     )
     await runner.setup()
     sockets: list[socket_module.socket] = []

@@ -13,10 +13,11 @@ import base64
 import functools
 
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote
 
 from .._optional import import_extra
 from .._render import render
+from .._urls import shown
 
 
 import_extra("aiohttp", "aiohttp", needed_by=__name__)
@@ -68,7 +69,9 @@ async def push_to_gateway(
     """Replace every metric of the group (*job* and *grouping_key*) with *registry*'s.
 
     Args:
-        gateway: ``host:port`` (HTTP is assumed) or a URL (``https://...``).
+        gateway: ``host:port`` (HTTP is assumed) or a URL (``https://...``);
+            ``https://user:password@host:port`` sends basic authentication,
+            and errors show it without the password.
         job: The job's name.
         registry: What to push: a ``CollectorRegistry``.
         grouping_key: More labels that identify the group.  Any string
@@ -153,7 +156,7 @@ def _label_segment(name: str, value: str) -> tuple[str, str]:
 def _base_url(gateway: str) -> str:
     url = gateway if "://" in gateway else f"http://{gateway}"
     if not url.startswith(("http://", "https://")):
-        msg = f"gateway must be host:port or an http(s) URL, not {_shown(gateway)!r}."
+        msg = f"gateway must be host:port or an http(s) URL, not {shown(gateway)!r}."
         raise ValueError(msg)
     return url.rstrip("/")
 
@@ -198,15 +201,6 @@ async def _send(  # noqa: PLR0917 -- the public functions' arguments, passed alo
             answer = await reply.text()
     except asyncio.TimeoutError as error:
         # aiohttp's own timeout error says nothing at all.
-        msg = f"{method} {_shown(url)}: the Pushgateway did not answer within timeout={timeout} s"
+        msg = f"{method} {shown(url)}: the Pushgateway did not answer within timeout={timeout} s"
         raise TimeoutError(msg) from error
-    raise PushgatewayError(method, _shown(url), reply.status, answer)
-
-
-def _shown(url: str) -> str:
-    """Return *url* without a password it may carry (``http://user:secret@host``)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+    raise PushgatewayError(method, shown(url), reply.status, answer)

@@ -33,7 +33,8 @@ class MetricsResource(Resource):
 
     Mount it with ``root.putChild(b"metrics", MetricsResource())``, or return
     it from a Klein route.  It answers GET and HEAD with promloop's exposition
-    rules (content negotiation, ``name[]`` filters, gzip, credentials), and
+    rules (content negotiation, ``name[]`` filters, gzip, credentials), any
+    other method with 405 (401 first, without valid credentials), and
     renders in the reactor's thread pool so that the reactor never stalls.
     Wrapped in twisted.web's ``EncodingResourceWrapper`` (with
     ``GzipEncoderFactory``), it leaves compression to the wrapper, so that the
@@ -79,8 +80,20 @@ class MetricsResource(Resource):
             from twisted.internet import reactor  # noqa: PLC0415
         self._reactor = reactor
 
+    def render(self, request: Request) -> Any:
+        """Answer a request of any method, checking its credentials first.
+
+        GET and HEAD get the metrics; any other method gets 405, but only once
+        its credentials are accepted: twisted.web's own dispatch would answer
+        405 (or 501, to a method it does not know) before they were checked.
+        """
+        return self._answer(request)
+
     def render_GET(self, request: Request) -> Any:  # noqa: N802 -- twisted.web's name
         """Answer a scrape; HEAD is answered the same way, without the body."""
+        return self._answer(request)
+
+    def _answer(self, request: Request) -> Any:
         reactor = self._reactor
         # An encoding wrapper (EncodingResourceWrapper) announces its
         # Content-Encoding before the resource renders, and then encodes
@@ -93,6 +106,7 @@ class MetricsResource(Resource):
             query=request.uri.partition(b"?")[2],
             spawn=reactor.getThreadPool().callInThread,
             may_compress=not encoded_elsewhere,
+            method=request.method,
         )
         answered = False
 
