@@ -21,6 +21,7 @@ import pytest
 pytest.importorskip("aiohttp", reason="the no-aiohttp tox environments test the ImportError")
 
 import aiohttp
+import yarl
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -326,6 +327,28 @@ class TestNegotiation:
         _, _, body = run(main())
 
         assert b"_created" not in body
+
+    def test_hundreds_of_names(self, tmp_path):
+        """A filter too long to forward (encoded again, it passes a worker's 8 kB) is applied here.
+
+        600 short name[] values fit in the fan-in's own request line, not in the
+        one it would send: the workers are asked for everything instead of
+        answering 400, and the answer still holds only the series named.
+        """
+        names = "&".join(f"name[]=n{n}" for n in range(600))
+
+        async def main():
+            one = await worker(tmp_path, jobs(2))
+            async with fanin(tmp_path) as server:
+                # As sent: aiohttp's client would encode the brackets, and pass 8 kB itself.
+                url = yarl.URL(f"{server.metrics_url}?{names}&name[]=jobs_total", encoded=True)
+                answer = await fetch(url)
+            await one.close()
+            return answer
+
+        status, _, body = run(main())
+
+        assert (200, {("jobs_total", (("worker", "0"),)): 2.0}) == (status, samples(body))
 
     def test_bad_name_is_refused(self, tmp_path):
         """A name[] value that is not UTF-8 gets 400, as everywhere."""

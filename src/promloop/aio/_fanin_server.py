@@ -63,7 +63,8 @@ async def start_fanin(
     """Serve the merged metrics of the workers in *directory*, in the running event loop.
 
     Each scrape of *path* reads the directory, scrapes every worker listed
-    there concurrently (in OpenMetrics, forwarding ``name[]``), merges their
+    there concurrently (in OpenMetrics, forwarding ``name[]`` unless the
+    filter is too long for a worker's request line), merges their
     answers in a worker thread and answers in the format the scraper asked
     for, like every promloop mount point.  A worker that does not answer
     within the deadline, answers an error or something that is not

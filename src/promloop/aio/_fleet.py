@@ -63,6 +63,9 @@ left to the workers; the rest is for merging and rendering."""
 MAX_ANSWER_BYTES: Final = 64 * 1024 * 1024
 """A worker's answer larger than this is cut off and left out."""
 
+LONGEST_FORWARDED_QUERY: Final = 4096
+"""The longest ``name[]`` filter forwarded to the workers; a longer one is applied here."""
+
 RENDER_THREADS: Final = 4
 """Threads that merge and render; each scrape of a different view takes one."""
 
@@ -277,8 +280,9 @@ class Fleet:
     def _answer(self, fmt: Format, names: frozenset[str], compress: bool, deadline: float) -> Reply:
         """Run one round: read, scrape, merge, render (in a render thread)."""
         targets = self._read()
+        asked = forwarded(names)
         try:
-            outcomes = self._scrape_all(targets, names, deadline)
+            outcomes = self._scrape_all(targets, asked, deadline)
         except _Closing:
             return plain_reply(503, "503 Service Unavailable: the fan-in is closing.\n")
         scrapes: list[Scrape] = []
@@ -290,7 +294,7 @@ class Fleet:
             scrapes.append(Scrape(target.identity, target.labels, outcome.body))
         # The workers were asked for these names only: in aggregate mode, the
         # merger keeps their other samples' last values for when they leave.
-        merged = self.merger.merge(scrapes, names=names or None)
+        merged = self.merger.merge(scrapes, names=asked or None)
         rows: list[tuple[str, bool, float]] = []
         for worker, (target, outcome) in zip(worker_names([t for t, _ in kept]), kept, strict=True):
             error = outcome.error or merged.errors.get(target.identity, "")
@@ -329,7 +333,7 @@ class Fleet:
         loop = self._loop
         if loop is None or self._closing:
             raise _Closing
-        query = urlencode([("name[]", name) for name in sorted(names)])
+        query = _filter_query(names)
         coroutine = self._round(targets, query, deadline)
         try:
             round_ = asyncio.run_coroutine_threadsafe(coroutine, loop)
@@ -382,6 +386,21 @@ class Fleet:
         except _TooLarge:
             error, body = f"answer larger than {MAX_ANSWER_BYTES} bytes", None
         return _Outcome(body, perf_counter() - started, error)
+
+
+def forwarded(names: frozenset[str]) -> frozenset[str]:
+    """Return the ``name[]`` filter to forward to the workers: *names*, or none (all series).
+
+    Encoded again, a filter can outgrow the request line a worker's server
+    reads (aiohttp's 8190 bytes) although the scraper's fitted in the
+    fan-in's: then every series is asked for, and the merged answer filtered
+    here, instead of the worker's 400.
+    """
+    return names if len(_filter_query(names)) <= LONGEST_FORWARDED_QUERY else frozenset()
+
+
+def _filter_query(names: frozenset[str]) -> str:
+    return urlencode([("name[]", name) for name in sorted(names)])
 
 
 class _TooLarge(Exception):  # noqa: N818 -- a signal, not an error
