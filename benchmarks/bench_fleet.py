@@ -231,8 +231,9 @@ class Variant:
             body = get(self.port)
             latencies.append(time.perf_counter() - started)
         server = (self.server.cpu() - server_before) / batch
-        if b"promloop_fanin_target_up{" in body and b"} 0.0\n" in body:
-            print(f"{self.name}: a worker did not answer in time", file=sys.stderr)
+        up = [line for line in body.split(b"\n") if line.startswith(b"promloop_fanin_target_up{")]
+        if any(not line.endswith(b" 1.0") for line in up):
+            print(f"{self.name}: a worker did not answer", file=sys.stderr)
         fleet = server + (sum(w.cpu() for w in workers) - workers_before) / batch
         self.samples["latency"].append(statistics.median(latencies))
         self.samples["server"].append(server)

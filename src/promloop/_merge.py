@@ -70,7 +70,8 @@ gauges, infos and statesets are dropped.  A listed worker whose scrape failed
 counts with its last known counter values, frozen, rather than vanishing.  A
 new process in a reused slot is a new target: its counters start at 0, and
 the old process's are carried.  (A target identity is never reused by a new
-process: the fan-in's includes the worker's port.)  A worker that was missing
+process: the fan-in's names the process that wrote the target file, and its
+port.)  A worker that was missing
 from one listing only -- taken as it started, in a concurrent scrape -- is not
 counted twice, and an answer older than one already merged never lowers what
 is carried.
@@ -128,7 +129,7 @@ class Scrape:
     """One target's answer to one fan-in scrape."""
 
     target: str
-    """Identity of the process behind the target (the fan-in passes ``"<file>|<host:port>"``)."""
+    """Identity of the process behind the target: a new process, a new identity."""
     labels: Mapping[str, str]
     """The target's file_sd labels, e.g. ``{"worker": "0"}``."""
     body: bytes | None
