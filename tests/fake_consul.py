@@ -345,7 +345,7 @@ def _invalid_registration(body: Any) -> str | None:  # noqa: C901, PLR0911 -- on
     if check is not None:
         if not isinstance(check, dict):
             return "Check must be an object"
-        if "HTTP" in check and not check.get("Interval"):
+        if ("HTTP" in check or "TCP" in check) and not check.get("Interval"):
             return "Interval must be > 0 for Script, HTTP, or TCP checks"
         for field in ("Interval", "Timeout", "DeregisterCriticalServiceAfter"):
             if field in check and not _DURATION.fullmatch(str(check[field])):

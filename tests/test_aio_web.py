@@ -851,6 +851,16 @@ class TestStartHttpServerInThread:
         assert server.url == f"http://127.0.0.1:{server.socket.port}/"
         assert server.metrics_url == server.url + "metrics"
         assert not server.https
+        assert not server.protected
+
+    def test_protected(self, registry):
+        """A server started with auth= says so (service discovery reads it)."""
+        server = start_http_server_in_thread(
+            addr="127.0.0.1", registry=registry, auth=BearerToken("t")
+        )
+        server.close()
+
+        assert server.protected
 
     def test_close(self, registry):
         """close() frees the socket and is idempotent; the thread ends shortly after."""

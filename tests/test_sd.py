@@ -12,6 +12,7 @@ import pytest
 
 pytest.importorskip("aiohttp", reason="the no-aiohttp tox environments test the ImportError")
 
+from promloop import BearerToken
 from promloop.aio.sd import ConsulAgent
 from promloop.aio.web import Socket, start_http_server, start_http_server_in_thread
 
@@ -25,10 +26,13 @@ run = asyncio.run
 class StandIn:
     """What a ServiceDiscovery sees of a server: socket, https, metrics_path."""
 
-    def __init__(self, addr="127.0.0.1", port=9100, *, https=False, metrics_path="/metrics"):
+    def __init__(
+        self, addr="127.0.0.1", port=9100, *, https=False, metrics_path="/metrics", protected=False
+    ):
         self.socket = Socket(addr, port)
         self.https = https
         self.metrics_path = metrics_path
+        self.protected = protected
 
 
 @pytest.fixture
@@ -80,6 +84,24 @@ class TestConsulAgent:
         deregistrations = [r for r in consul.requests if "deregister" in r[1]]
         assert 1 == len(deregistrations)
         assert not server.is_registered
+
+    def test_protected_server_checked_by_connecting(self, consul):
+        """A server with auth= gets a TCP check: an HTTP one would need its credentials."""
+        agent = ConsulAgent(name="private", agent_url=consul.url, check_interval="5s")
+
+        async def main():
+            server = await start_http_server(
+                addr="127.0.0.1", service_discovery=agent, auth=BearerToken("s3cret")
+            )
+            registered = dict(consul.registered(f"private-127.0.0.1-{server.socket.port}"))
+            await server.close()
+            return server, registered
+
+        server, registered = run(main())
+
+        assert server.protected
+        assert {"TCP": f"127.0.0.1:{server.socket.port}", "Interval": "5s"} == registered["Check"]
+        assert "s3cret" not in repr(registered)
 
     def test_compatible_defaults(self, consul):
         """prometheus-async's arguments keep their meaning; deregister=False leaves it."""

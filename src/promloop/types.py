@@ -142,6 +142,14 @@ class MetricsServer(Protocol):
         """The path the metrics are served under, such as ``/metrics``."""
         ...
 
+    @property
+    def protected(self) -> bool:
+        """Whether every request must carry credentials (the server has ``auth=``).
+
+        A health check that cannot present them must not ask for a page.
+        """
+        ...
+
 
 class ServiceDiscovery(Protocol):
     """Registers a metrics server with a service-discovery system."""

@@ -206,6 +206,7 @@ async def use_web() -> None:
     as_registered: MetricsServer = server  # what a ServiceDiscovery is given
     listening: ListeningAddress = as_registered.socket
     print(listening.addr, listening.port, as_registered.https, as_registered.metrics_path)
+    print(as_registered.protected)
     where: Socket = server.socket
     urls: tuple[str, str, bool, bool] = (
         server.url,

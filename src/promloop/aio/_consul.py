@@ -166,10 +166,15 @@ class ConsulAgent:
         host = advertised_host(metrics_server, self.address)
         port = metrics_server.socket.port
         scheme = "https" if metrics_server.https else "http"
-        check: dict[str, Any] = {
-            "HTTP": f"{scheme}://{host_port(host, port)}/",
-            "Interval": self.check_interval,
-        }
+        # A server that wants credentials answers the check's GET with 401;
+        # putting them in the check would show them to every reader of the
+        # agent's API.  Such a server is checked by connecting to it.
+        check: dict[str, Any] = (
+            {"TCP": host_port(host, port)}
+            if metrics_server.protected
+            else {"HTTP": f"{scheme}://{host_port(host, port)}/"}
+        )
+        check["Interval"] = self.check_interval
         if self.check_timeout is not None:
             check["Timeout"] = self.check_timeout
         if self.deregister_critical_after is not None:

@@ -178,6 +178,7 @@ async def start_fanin(
             ssl_ctx=ssl_ctx,
             metrics_path=path,
             service_discovery=service_discovery,
+            protected=auth is not None,
         )
     except BaseException:
         await fleet.close()

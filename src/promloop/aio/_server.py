@@ -100,6 +100,7 @@ class MetricsHTTPServer:
     Attributes:
         socket: The address and port it listens on.
         https: Whether it speaks TLS.
+        protected: Whether every request must carry credentials (``auth=``).
     """
 
     def __init__(
@@ -109,9 +110,11 @@ class MetricsHTTPServer:
         *,
         https: bool,
         metrics_path: str,
+        protected: bool = False,
     ) -> None:
         self.socket = socket
         self.https = https
+        self.protected = protected
         self._runner = runner
         self._metrics_path = metrics_path
         self._deregister: Deregisterer | None = None
@@ -235,6 +238,7 @@ async def start_http_server(
         ssl_ctx=ssl_ctx,
         metrics_path=path,
         service_discovery=service_discovery,
+        protected=auth is not None,
     )
 
 
@@ -246,6 +250,7 @@ async def serve_app(
     ssl_ctx: ssl.SSLContext | None,
     metrics_path: str,
     service_discovery: ServiceDiscovery | None,
+    protected: bool,
 ) -> MetricsHTTPServer:
     """Serve *app* on every address *addr* stands for, then register it.
 
@@ -268,7 +273,11 @@ async def serve_app(
             await web.SockSite(runner, sock, ssl_context=ssl_ctx).start()
         host, bound_port = sockets[0].getsockname()[:2]
         server = MetricsHTTPServer(
-            Socket(host, bound_port), runner, https=ssl_ctx is not None, metrics_path=metrics_path
+            Socket(host, bound_port),
+            runner,
+            https=ssl_ctx is not None,
+            metrics_path=metrics_path,
+            protected=protected,
         )
         if service_discovery is not None:
             # The server cannot be registered before it exists, nor exist

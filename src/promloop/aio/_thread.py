@@ -111,6 +111,11 @@ class ThreadedMetricsHTTPServer:
         return self._server.https
 
     @property
+    def protected(self) -> bool:
+        """Whether every request must carry credentials (``auth=``)."""
+        return self._server.protected
+
+    @property
     def url(self) -> str:
         """The server's root URL."""
         return self._server.url
