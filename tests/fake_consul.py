@@ -99,6 +99,12 @@ class FakeConsul:
             self._loop.run_forever()
             self._stopping.set()  # type: ignore[union-attr] # hanging requests end
             self._loop.run_until_complete(self._runner.cleanup())  # type: ignore[union-attr]
+            # Connections cut by the cleanup end in a later iteration: let them,
+            # or they are destroyed pending (and asyncio logs it, in some later test).
+            leftover = asyncio.all_tasks(self._loop)
+            for task in leftover:
+                task.cancel()
+            self._loop.run_until_complete(asyncio.gather(*leftover, return_exceptions=True))
             self._loop.close()
 
         self._thread = threading.Thread(target=run, name="fake-consul", daemon=True)
