@@ -21,7 +21,11 @@ Reported for 1k, 10k and 100k series:
   deschedules a process for tens of milliseconds whatever it runs; the text
   output also counts the full garbage collections during those runs;
 - at 50k series: the wall time of 8 concurrent scrapes of the same view,
-  relative to one scrape.
+  relative to one scrape;
+- at 1M series, for promloop's three mount points and prometheus_client's
+  threaded server: the scrape time, and the worst and p99 stall of the loop
+  while the server is scraped back to back for ten seconds, in three runs
+  (``--quick``: 100k series, one short run).
 
 Variants: promloop's in-loop and threaded servers, prometheus_client's
 aiohttp handler (in-loop) and its threaded WSGI server, promloop's and
@@ -39,7 +43,10 @@ import contextlib
 import gc
 import importlib.util
 import json
+import math
 import multiprocessing
+import os
+import pathlib
 import statistics
 import sys
 import threading
@@ -52,6 +59,14 @@ from typing import Any
 SIZES = (1_000, 10_000, 100_000)
 STALL_SIZE = 50_000
 STALL_ROUNDS = 3
+LARGE_SIZE = 1_000_000
+LARGE_SECONDS = 10.0
+LARGE_VARIANTS = (
+    "promloop in-loop",
+    "promloop threaded",
+    "promloop Twisted",
+    "prometheus_client threaded",
+)
 HEADERS = {"Accept-Encoding": "gzip", "Accept": "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"}
 
 VARIANTS = {
@@ -170,6 +185,33 @@ class _FullCollections:
         return self.count, self.longest
 
 
+def _waited_for_cpu() -> float:
+    """Return the seconds this process's threads have waited for a CPU (Linux), or nan.
+
+    On a shared machine a thread that is ready to run may wait for a core
+    while other processes use both: such waits show up as stalls that no
+    server causes, and this measures them.
+    """
+    try:
+        return (
+            sum(
+                int((task / "schedstat").read_text().split()[1])
+                for task in pathlib.Path("/proc/self/task").iterdir()
+            )
+            / 1e9
+        )
+    except (OSError, IndexError, ValueError):
+        return math.nan
+
+
+def _thread_waited_for_cpu() -> float:
+    """Return the seconds the calling thread has waited for a CPU (Linux), or 0."""
+    try:
+        return int(pathlib.Path("/proc/thread-self/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def serve(kind: str, series: int, freeze: bool, connection: Any) -> None:
     """Child process: fill a registry, serve it, and measure the loop's lateness."""
     from prometheus_client import REGISTRY, CollectorRegistry
@@ -185,6 +227,7 @@ def serve(kind: str, series: int, freeze: bool, connection: Any) -> None:
         else:
             port, close = await _start(kind, registry)
         lags: list[float] = []
+        own: list[float] = []  # each lag less the time the loop's thread waited for a CPU
         collections = _FullCollections()
         connection.send(port)
         loop = asyncio.get_running_loop()
@@ -193,19 +236,32 @@ def serve(kind: str, series: int, freeze: bool, connection: Any) -> None:
             if connection.poll():
                 command = connection.recv()
                 if command == "measure":
-                    measuring, lags = True, []
+                    measuring, lags, own = True, [], []
                     collections.start()
+                    waited, began = _waited_for_cpu(), loop.time()
                 elif command == "report":
                     lags.sort()
+                    own.sort()
                     full = collections.stop()
-                    connection.send((lags[-1], lags[int(len(lags) * 0.99)], *full))
+                    share = (_waited_for_cpu() - waited) / (loop.time() - began)
+                    connection.send(
+                        (
+                            lags[-1],
+                            lags[int(len(lags) * 0.99)],
+                            *full,
+                            share,
+                            own[-1],
+                            own[int(len(own) * 0.99)],
+                        )
+                    )
                     measuring = False
                 else:
                     break
-            started = loop.time()
+            started, cpu_wait = loop.time(), _thread_waited_for_cpu()
             await asyncio.sleep(0.005)
             if measuring:
                 lags.append(loop.time() - started - 0.005)
+                own.append(lags[-1] - (_thread_waited_for_cpu() - cpu_wait))
         result = close()
         if asyncio.iscoroutine(result):
             await result
@@ -257,20 +313,57 @@ def server(kind: str, series: int, freeze: bool = False) -> Any:
             process.kill()
 
 
-def stalls(kind: str, freeze: bool, seconds: float) -> tuple[float, float, int, float]:
-    """Scrape a fresh 50k-series server back to back.
+def stalls(
+    kind: str, freeze: bool, seconds: float, series: int = STALL_SIZE
+) -> tuple[float, float, int, float, float, float, float, list[float]]:
+    """Scrape a fresh server back to back, after one scrape to warm it up.
 
-    Return its loop's worst and p99 stall, and the number of full garbage
-    collections in that time and the longest.
+    Return its loop's worst and p99 stall, the number of full garbage
+    collections in that time and the longest, the seconds its threads
+    waited for a CPU per second, the worst and p99 stall less the time the
+    loop's own thread waited for a CPU meanwhile, and each scrape's seconds.
     """
-    with server(kind, STALL_SIZE, freeze) as (port, control):
+    _wait_for_quiet()
+    with server(kind, series, freeze) as (port, control):
         control.send("measure")
+        taken = []
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            scrape(port)
+            taken.append(scrape(port)[0])
         control.send("report")
-        report: tuple[float, float, int, float] = control.recv()
-    return report
+        report: tuple[float, float, int, float, float, float, float] = control.recv()
+    return (*report, taken)
+
+
+QUIET = {"load": math.inf}
+"""Wait before each stall run until the machine's 1-minute load is below this."""
+
+
+def _wait_for_quiet(patience: float = 900.0) -> None:
+    deadline = time.monotonic() + patience
+    while os.getloadavg()[0] >= QUIET["load"] and time.monotonic() < deadline:
+        time.sleep(5)
+
+
+def measure_large(kind: str, series: int, seconds: float, runs: int) -> dict[str, Any]:
+    """Scrape a large registry back to back in *runs* fresh servers."""
+    rounds = [stalls(kind, False, seconds, series) for _ in range(runs)]
+    return {
+        "series": series,
+        "seconds": seconds,
+        "runs": runs,
+        "scrapes": sum(len(r[7]) for r in rounds),
+        "scrape_ms": statistics.median(t for r in rounds for t in r[7]) * 1000,
+        "worst_stall_ms": statistics.median(r[0] for r in rounds) * 1000,
+        "p99_stall_ms": statistics.median(r[1] for r in rounds) * 1000,
+        "max_stall_ms": max(r[0] for r in rounds) * 1000,
+        "full_gcs": sum(r[2] for r in rounds),
+        "longest_full_gc_ms": max(r[3] for r in rounds) * 1000,
+        "waited_for_cpu_ms_per_s": statistics.median(r[4] for r in rounds) * 1000,
+        "own_worst_stall_ms": statistics.median(r[5] for r in rounds) * 1000,
+        "own_p99_stall_ms": statistics.median(r[6] for r in rounds) * 1000,
+        "own_max_stall_ms": max(r[5] for r in rounds) * 1000,
+    }
 
 
 def measure(
@@ -291,6 +384,9 @@ def measure(
         result[f"max_stall{suffix}_ms"] = max(r[0] for r in rounds) * 1000
         result[f"full_gcs{suffix}"] = sum(r[2] for r in rounds)
         result[f"longest_full_gc{suffix}_ms"] = max(r[3] for r in rounds) * 1000
+        result[f"waited_for_cpu{suffix}_ms_per_s"] = statistics.median(r[4] for r in rounds) * 1000
+        result[f"own_worst_stall{suffix}_ms"] = statistics.median(r[5] for r in rounds) * 1000
+        result[f"own_max_stall{suffix}_ms"] = max(r[5] for r in rounds) * 1000
 
     with server(kind, STALL_SIZE) as (port, _):
         one = min(scrape(port)[0] for _ in range(3))
@@ -303,10 +399,48 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run)")
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--markdown", help="also write the table, in Markdown, to this file")
+    parser.add_argument("--markdown-large", help="and the table at 1M series to this one")
+    parser.add_argument(
+        "--quiet-load",
+        type=float,
+        default=math.inf,
+        help="start each stall run once the 1-minute load average is below this",
+    )
+    parser.add_argument(
+        "--large-only",
+        action="store_true",
+        help="measure only at 1M series, updating the results --json names",
+    )
     options = parser.parse_args()
+    QUIET["load"] = options.quiet_load
     sizes = (1_000, 10_000) if options.quick else SIZES
     scrapes, stall_seconds = (2, 1.0) if options.quick else (5, 5.0)
+    large_series, large_seconds, large_runs = (
+        (100_000, 2.0, 1) if options.quick else (LARGE_SIZE, LARGE_SECONDS, STALL_ROUNDS)
+    )
 
+    if options.large_only:
+        results = json.loads(pathlib.Path(options.json).read_text())
+        sizes = tuple(int(n) for n in next(iter(results.values()))["latency_ms"])
+    else:
+        results = measure_all(sizes, scrapes, stall_seconds)
+    for name in LARGE_VARIANTS:
+        results[name]["large"] = measure_large(
+            VARIANTS[name], large_series, large_seconds, large_runs
+        )
+        print(f"measured {name} at {large_series} series", file=sys.stderr, flush=True)
+
+    print_report(results, sizes)
+    if options.json:
+        pathlib.Path(options.json).write_text(json.dumps(results, indent=1))
+    if options.markdown:
+        pathlib.Path(options.markdown).write_text(markdown_table(results, sizes))
+    if options.markdown_large:
+        pathlib.Path(options.markdown_large).write_text(markdown_large(results))
+
+
+def measure_all(sizes: tuple[int, ...], scrapes: int, stall_seconds: float) -> dict[str, Any]:
+    """Measure every variant (those whose package is installed) at the usual sizes."""
     have_peer = importlib.util.find_spec("prometheus_async") is not None
     results = {}
     for name, kind in VARIANTS.items():
@@ -314,7 +448,11 @@ def main() -> None:
             continue
         results[name] = measure(kind, sizes, scrapes, stall_seconds)
         print(f"measured {name}", file=sys.stderr, flush=True)
+    return results
 
+
+def print_report(results: dict[str, Any], sizes: tuple[int, ...]) -> None:
+    """Print the results as text tables."""
     print(f"Python {sys.version.split()[0]}; scrapes ask for gzip, as Prometheus does")
     header = f"{'server':28}" + "".join(
         f" {f'{n // 1000}k ms':>8} {f'{n // 1000}k kB':>8}" for n in sizes
@@ -327,21 +465,43 @@ def main() -> None:
     for name, result in results.items():
         row = f"{name:28}"
         for n in sizes:
-            row += f" {result['latency_ms'][n]:8.1f} {result['bytes'][n] / 1000:8.1f}"
+            row += f" {_at(result['latency_ms'], n):8.1f} {_at(result['bytes'], n) / 1000:8.1f}"
         for suffix, width in (("", 13), ("_frozen", 12)):
             row += f" {result[f'worst_stall{suffix}_ms']:{width}.1f}"
             row += f" {result[f'p99_stall{suffix}_ms']:5.1f} {result[f'max_stall{suffix}_ms']:6.1f}"
         row += f" {result['eight_concurrent_vs_one']:10.2f}"
         print(row)
-    print("\nFull garbage collections during the three unfrozen stall runs, and the longest:")
+    print(
+        "\nFull garbage collections during the three unfrozen stall runs and the longest;"
+        " the time the server's\nthreads waited for a CPU (ms per s, median run); the worst"
+        " stall less the time the loop's own\nthread waited for a CPU (median run, and highest):"
+    )
     for name, result in results.items():
-        print(f"{name:28} {result['full_gcs']:4d} {result['longest_full_gc_ms']:8.1f} ms")
-    if options.json:
-        with open(options.json, "w") as file:  # noqa: PTH123
-            json.dump(results, file, indent=1)
-    if options.markdown:
-        with open(options.markdown, "w") as file:  # noqa: PTH123
-            file.write(markdown_table(results, sizes))
+        print(
+            f"{name:28} {result['full_gcs']:4d} {result['longest_full_gc_ms']:8.1f} ms"
+            f" {result['waited_for_cpu_ms_per_s']:8.1f}"
+            f" {result['own_worst_stall_ms']:8.1f} ({result['own_max_stall_ms']:.1f})"
+        )
+    large = results[LARGE_VARIANTS[0]]["large"]
+    print(
+        f"\nAt {large['series']} series, scraped back to back for {large['seconds']:.0f} s"
+        f" in {large['runs']} fresh servers (after one warm-up scrape each):"
+    )
+    print(
+        f"{'server':28} {'scrapes':>7} {'scrape ms':>10} {'stall ms':>9} {'p99':>5}"
+        f" {'max':>6} {'(own':>6} {'p99':>5} {'max)':>6}"
+        f" {'full GCs':>9} {'longest':>8} {'CPU wait ms/s':>14}"
+    )
+    for name in LARGE_VARIANTS:
+        large = results[name]["large"]
+        print(
+            f"{name:28} {large['scrapes']:7d} {large['scrape_ms']:10.0f}"
+            f" {large['worst_stall_ms']:9.1f} {large['p99_stall_ms']:5.1f}"
+            f" {large['max_stall_ms']:6.1f} {large['own_worst_stall_ms']:6.1f}"
+            f" {large['own_p99_stall_ms']:5.1f} {large['own_max_stall_ms']:6.1f}"
+            f" {large['full_gcs']:9d}"
+            f" {large['longest_full_gc_ms']:6.1f} ms {large['waited_for_cpu_ms_per_s']:11.1f}"
+        )
 
 
 def markdown_table(results: dict[str, Any], sizes: tuple[int, ...]) -> str:
@@ -354,7 +514,10 @@ def markdown_table(results: dict[str, Any], sizes: tuple[int, ...]) -> str:
     ]
     lines = ["| server | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for name, result in results.items():
-        cells = [f"{result['latency_ms'][n]:.0f} / {result['bytes'][n] / 1000:.0f}" for n in sizes]
+        cells = [
+            f"{_at(result['latency_ms'], n):.0f} / {_at(result['bytes'], n) / 1000:.0f}"
+            for n in sizes
+        ]
         cells += [
             _stall_cell(result, ""),
             _stall_cell(result, "_frozen"),
@@ -364,9 +527,32 @@ def markdown_table(results: dict[str, Any], sizes: tuple[int, ...]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _stall_cell(result: dict[str, Any], suffix: str) -> str:
-    worst, p99 = result[f"worst_stall{suffix}_ms"], result[f"p99_stall{suffix}_ms"]
-    return f"{worst:.0f} / {p99:.0f} ({result[f'max_stall{suffix}_ms']:.0f})"
+def markdown_large(results: dict[str, Any]) -> str:
+    """Render the large registry's results as the table the docs include."""
+    series = next(results[name]["large"]["series"] for name in LARGE_VARIANTS)
+    header = f"| server | scrape of {series // 1000}k series, ms | stall"
+    lines = [
+        header + ", worst / p99 (highest), ms | less the loop's waits for a CPU | full GCs |",
+        "|---|---|---|---|---|",
+    ]
+    for name in LARGE_VARIANTS:
+        large = results[name]["large"]
+        lines.append(
+            f"| {name} | {large['scrape_ms']:.0f} | {_stall_cell(large, '')}"
+            f" | {_stall_cell(large, '', 'own_')} | {large['full_gcs']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _at(by_size: dict[Any, float], size: int) -> float:
+    """Read a figure by size, whether the keys are numbers or (read from JSON) strings."""
+    return by_size[size] if size in by_size else by_size[str(size)]
+
+
+def _stall_cell(result: dict[str, Any], suffix: str, prefix: str = "") -> str:
+    worst = result[f"{prefix}worst_stall{suffix}_ms"]
+    p99 = result[f"{prefix}p99_stall{suffix}_ms"]
+    return f"{worst:.0f} / {p99:.0f} ({result[f'{prefix}max_stall{suffix}_ms']:.0f})"
 
 
 if __name__ == "__main__":

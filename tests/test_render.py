@@ -597,6 +597,17 @@ class TestLargeFamilies:
         assert_same(registry, openmetrics, om.UNDERSCORES)
         assert len(pauses) >= 3000 // 100
 
+    def test_let_go_a_slice_at_a_time(self, monkeypatch):
+        """A family's list of children is emptied a slice at a time, pausing between two."""
+        monkeypatch.setattr(streaming, "_LIST_SLICE", 100)
+        pauses = []
+        listed = list(range(1000))
+
+        streaming._release(listed, lambda: pauses.append(len(listed)))
+
+        assert [] == listed
+        assert [900, 800, 700, 600, 500, 400, 300, 200, 100] == pauses
+
     def test_pauses_let_other_threads_run(self, monkeypatch):
         """Every WORK_SECONDS the render sleeps, handing the GIL to whoever waits for it."""
         pauses = []
