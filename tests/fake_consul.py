@@ -101,10 +101,7 @@ class FakeConsul:
             self._loop.run_until_complete(self._runner.cleanup())  # type: ignore[union-attr]
             # Connections cut by the cleanup end in a later iteration: let them,
             # or they are destroyed pending (and asyncio logs it, in some later test).
-            leftover = asyncio.all_tasks(self._loop)
-            for task in leftover:
-                task.cancel()
-            self._loop.run_until_complete(asyncio.gather(*leftover, return_exceptions=True))
+            self._loop.run_until_complete(_finish_all())
             self._loop.close()
 
         self._thread = threading.Thread(target=run, name="fake-consul", daemon=True)
@@ -302,6 +299,14 @@ class FakeConsul:
             for sid, s in self._matching(request)
         ]
         return self._indexed(entries)
+
+
+async def _finish_all() -> None:
+    """Cancel every other task of the running loop, and wait until each has ended."""
+    leftover = asyncio.all_tasks() - {asyncio.current_task()}
+    for task in leftover:
+        task.cancel()
+    await asyncio.gather(*leftover, return_exceptions=True)
 
 
 def _agent_service(service_id: str, service: dict[str, Any]) -> dict[str, Any]:
