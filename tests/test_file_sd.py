@@ -462,6 +462,15 @@ class TestTargetDirectory:
         ] == targets
         assert "b.json|h:3" == targets[2].identity
 
+    def test_slots_in_numeric_order(self, tmp_path):
+        """Slot 2 comes before slot 10: the lowest slot wins conflicts and orders families."""
+        for number in (10, 2, 1):
+            write(tmp_path, f"promloop-worker-{number}.json", [{"targets": [f"h:{number}"]}])
+
+        targets = TargetDirectory(tmp_path).read()
+
+        assert ["h:1", "h:2", "h:10"] == [target.address for target in targets]
+
     @pytest.mark.parametrize(
         ("text", "problem"),
         [

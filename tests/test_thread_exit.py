@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
+import time
 
 import pytest
 
@@ -48,6 +50,26 @@ class TestClosedAtExit:
         server.close()
 
         assert server not in _thread._open_servers
+
+
+class TestFork:
+    # Python 3.12+ warns about fork() in a process with threads: this test forks one on purpose.
+    @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+    def test_child_does_not_close_its_parents_servers(self, registry):
+        """A forked child exits at once: its parent's servers are not its to close."""
+        server = start_http_server_in_thread(addr="127.0.0.1", registry=registry)
+        try:
+            started = time.monotonic()
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover -- the child; coverage does not follow it
+                os._exit(0 if not _thread._open_servers else 1)
+            _, status = os.waitpid(pid, 0)
+            seconds = time.monotonic() - started
+        finally:
+            server.close()
+
+        assert 0 == os.waitstatus_to_exitcode(status)
+        assert seconds < 2
 
 
 class TestSigterm:

@@ -427,7 +427,10 @@ class TargetDirectory:
         check_directory(self.directory, who)
 
     def read(self) -> list[Target]:
-        """Return the targets of every target file, by file name, then in file order."""
+        """Return the targets of every target file, by file name, then in file order.
+
+        Numbers in names sort as numbers: ``worker-2`` before ``worker-10``.
+        """
         found: dict[str, tuple[tuple[int, int, int], list[Target]]] = {}
         with os.scandir(self.directory) as entries:
             for entry in entries:
@@ -437,7 +440,9 @@ class TargetDirectory:
                     found[entry.name] = self._read_file(entry)
         with self._lock:
             self._parsed = found
-        return [target for name in sorted(found) for target in found[name][1]]
+        return [
+            target for name in sorted(found, key=_numbers_in_order) for target in found[name][1]
+        ]
 
     def _read_file(self, entry: os.DirEntry[str]) -> tuple[tuple[int, int, int], list[Target]]:
         stat = entry.stat()
@@ -488,6 +493,15 @@ class TargetDirectory:
             os.close(descriptor)
         _log.info("Removed the target file %s: its process has ended.", path)
         return True
+
+
+def _numbers_in_order(name: str) -> list[str | int]:
+    """Sort file names with their numbers as numbers: ``worker-2`` before ``worker-10``.
+
+    The first target in this order wins a type conflict and sets the order
+    of families, so it should be the lowest slot.
+    """
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
 def _same_file(descriptor: int, path: Path) -> bool:

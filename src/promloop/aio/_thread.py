@@ -45,6 +45,17 @@ def _close_open_servers() -> None:
         server.close(timeout=EXIT_TIMEOUT_SECONDS)
 
 
+def _forget_after_fork() -> None:
+    # A forked child (gunicorn preloading an app that started a server) has
+    # the parent's servers in this set, but not their threads: closing them at
+    # its exit would only wait for loops that do not run there.
+    _open_servers.clear()
+
+
+if hasattr(os, "register_at_fork"):  # pragma: no branch -- POSIX
+    os.register_at_fork(after_in_child=_forget_after_fork)
+
+
 def _terminate(signum: int, frame: object) -> None:
     """Close the open servers, then die of SIGTERM as the process would have."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
