@@ -71,6 +71,16 @@ class TestFork:
         assert 0 == os.waitstatus_to_exitcode(status)
         assert seconds < 2
 
+    def test_forgetting(self, registry):
+        """What the child runs after a fork: it owns none of the open servers."""
+        server = start_http_server_in_thread(addr="127.0.0.1", registry=registry)
+        try:
+            _thread._forget_after_fork()
+
+            assert server not in _thread._open_servers
+        finally:
+            server.close()
+
 
 class TestSigterm:
     def test_handler_installed_with_discovery(self, registry, sigterm):
