@@ -597,6 +597,30 @@ class TestLargeFamilies:
         assert_same(registry, openmetrics, om.UNDERSCORES)
         assert len(pauses) >= 3000 // 100
 
+    def test_lists_start_old(self, monkeypatch):
+        """A large family is listed into lists young collections never walk."""
+        monkeypatch.setattr(streaming, "_LIST_SLICE", 10)
+        _, gauge = many(Gauge, 50)
+
+        labelvalues, children = streaming._children(gauge, lambda: None)
+
+        oldest = gc.get_objects(generation=2)
+        assert any(tracked is labelvalues for tracked in oldest)
+        assert any(tracked is children for tracked in oldest)
+        assert 50 == len(children)
+
+    def test_no_collection_while_the_collector_is_off(self, monkeypatch):
+        """An application that turned the collector off gets no collection from a render."""
+        monkeypatch.setattr(streaming, "_LIST_SLICE", 10)
+        registry, _ = many(Gauge, 50)
+        gc.disable()
+        try:
+            collections = _collections_during(lambda: render(registry, **TEXT))
+        finally:
+            gc.enable()
+
+        assert 0 == collections
+
     def test_let_go_a_slice_at_a_time(self, monkeypatch):
         """A family's list of children is emptied a slice at a time, pausing between two."""
         monkeypatch.setattr(streaming, "_LIST_SLICE", 100)

@@ -18,6 +18,8 @@ prometheus_client renders that family.
 
 from __future__ import annotations
 
+import gc
+
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Final
 
@@ -360,12 +362,12 @@ def _children(metric: Any, pace: Callable[[], None]) -> tuple[list[Any], list[An
     """
     if not metric._is_parent():  # unlabelled, or one child registered on its own
         return [()], [metric]
+    if len(metric._metrics) <= _LIST_SLICE:
+        with metric._lock:
+            return list(metric._metrics), list(metric._metrics.values())
+    keys, values = _old_lists()  # outside the lock: a collection may run finalizers
     with metric._lock:
         children: dict[tuple[str, ...], Any] = metric._metrics
-        if len(children) <= _LIST_SLICE:
-            return list(children), list(children.values())
-        keys: list[Any] = []
-        values: list[Any] = []
         key_iterator, child_iterator = iter(children), iter(children.values())
         try:
             for _ in range(0, len(children), _LIST_SLICE):
@@ -375,6 +377,20 @@ def _children(metric: Any, pace: Callable[[], None]) -> tuple[list[Any], list[An
         except RuntimeError:  # changed without its lock: prometheus_client copies it
             raise Unusual from None
     return keys, values
+
+
+def _old_lists() -> tuple[list[Any], list[Any]]:
+    """Return two new, empty lists, already in the garbage collector's oldest generation.
+
+    A young collection (every few hundred allocations, in whichever thread
+    makes them) walks every item of every young list, and a list of a
+    million children costs it tens of milliseconds with the GIL held.  Lists
+    moved to the oldest generation while still empty are never walked by one.
+    """
+    lists: tuple[list[Any], list[Any]] = ([], [])
+    if gc.isenabled():
+        gc.collect(1)  # the young generations, and these lists with them
+    return lists
 
 
 def _render_metric(
