@@ -96,13 +96,19 @@ class TestExamples:
         assert 3 == len(list(targets))
         assert {"alpha", "beta", "gamma"} == {t["labels"]["worker"] for t in up}
 
-    @pytest.mark.parametrize("kind", ["sync", "aiohttp"])
+    @pytest.mark.parametrize("kind", ["sync", "gthread", "aiohttp"])
     def test_gunicorn(self, tmp_path, kind):
-        """The gunicorn example's hooks: a fan-in from the master, and every worker behind it."""
+        """The gunicorn example's hooks: a fan-in from the master, and every worker behind it.
+
+        ``--threads`` makes gunicorn run threaded workers instead of sync ones.
+        """
         require_gunicorn()
         log = tmp_path / "gunicorn.log"
-        app = ["app:app"] if kind == "sync" else ["--worker-class", "aiohttp.GunicornWebWorker"]
-        app += [] if kind == "sync" else ["aiohttp_app:make_app"]
+        app = {
+            "sync": ["app:app"],
+            "gthread": ["--threads", "2", "app:app"],
+            "aiohttp": ["--worker-class", "aiohttp.GunicornWebWorker", "aiohttp_app:make_app"],
+        }[kind]
         command = [
             sys.executable,
             "-m",

@@ -585,6 +585,34 @@ class TestFaults:
         assert b"promloop_fanin_conflicts_total" in body
         assert "cannot read the directory" in caplog.text
 
+    def test_directory_unreadable_for_a_while(self, tmp_path, caplog):
+        """Workers do not leave while the directory cannot be read, nor count twice after."""
+        directory = tmp_path / "targets"
+        directory.mkdir()
+
+        async def main():
+            one = await worker(directory, jobs(1))
+            two = await worker(directory, jobs(2))
+            async with fanin(directory, aggregate=True) as server:
+                before = await fetch(server.metrics_url)
+                directory.rename(tmp_path / "away")
+                during = [await fetch(server.metrics_url) for _ in range(3)]
+                (tmp_path / "away").rename(directory)
+                after = await fetch(server.metrics_url)
+            await one.close()
+            await two.close()
+            return [before, *during, after]
+
+        with caplog.at_level(logging.WARNING, logger="promloop"):
+            answers = run(main())
+        values = [samples(body) for _, _, body in answers]
+
+        assert [3.0] * 5 == [found["jobs_total", ()] for found in values]
+        assert [1.0] * 5 == [
+            found["promloop_fanin_target_up", (("worker", "1"),)] for found in values
+        ]
+        assert 1 == caplog.text.count("cannot read the directory")
+
     def test_two_fanins_one_directory(self, tmp_path):
         """Two fan-ins on one directory both answer with every worker."""
 

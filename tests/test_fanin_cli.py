@@ -179,6 +179,31 @@ class TestCommandLine:
         assert 2 == _cli.main(["fanin", str(tmp_path), *args])
         assert message in capsys.readouterr().err
 
+    @pytest.mark.parametrize(
+        "args",
+        [
+            ["--port=70000"],
+            ["--port=-1"],
+            ["--port=x"],
+            ["--scrape-timeout=0"],
+            ["--scrape-timeout=nan"],
+            ["--scrape-timeout=x"],
+        ],
+    )
+    def test_values_out_of_range(self, tmp_path, capsys, args):
+        """A port or a timeout out of range is a usage error (status 2) naming the option."""
+        with pytest.raises(SystemExit) as exit_info:
+            _cli.main(["fanin", str(tmp_path), *args])
+
+        assert 2 == exit_info.value.code
+        assert f"argument {args[0].split('=')[0]}: " in capsys.readouterr().err
+
+    def test_values_in_range(self):
+        """The edges of the ranges are accepted."""
+        options = _cli.parser().parse_args(["fanin", "d", "--port=65535", "--scrape-timeout=0.001"])
+
+        assert (65535, 0.001) == (options.port, options.scrape_timeout)
+
     def test_bad_certificate(self, tmp_path, capsys):
         """A certificate that cannot be loaded fails with status 1."""
         (tmp_path / "cert.pem").write_text("not a certificate")

@@ -297,6 +297,43 @@ class TestFileSD:
         ] == target
         assert [] == files(tmp_path)
 
+    def test_closed_at_exit_without_error(self, tmp_path):
+        """A threaded server still open at exit deregisters cleanly (no traceback).
+
+        At interpreter exit, executors refuse new work before the servers
+        still open are closed: deregistering must not need one.
+        """
+        pytest.importorskip("aiohttp")
+        script = textwrap.dedent(
+            f"""
+            from promloop.aio.sd import FileSD
+            from promloop.aio.web import start_http_server_in_thread
+
+            start_http_server_in_thread(
+                addr="127.0.0.1", service_discovery=FileSD({str(tmp_path)!r}, slot="worker")
+            )
+            """
+        )
+
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+        )
+
+        assert (0, "") == (done.returncode, done.stderr)
+        assert [] == files(tmp_path)
+
+    def test_deregister_without_executor(self, tmp_path):
+        """Deregistering in a loop whose executor is shut down removes the file in the loop."""
+
+        async def main():
+            deregister = await FileSD(tmp_path, slot="worker").register(StandIn())
+            await asyncio.get_running_loop().shutdown_default_executor()
+            await deregister()
+
+        run(main())
+
+        assert [] == files(tmp_path)
+
     def test_removed_at_exit(self, tmp_path):
         """A process that exits without closing its server leaves no target file."""
         for mode in ("slot", "noslot"):
@@ -482,6 +519,10 @@ class TestTargetDirectory:
             ('[{"targets": [1]}]', 'a target group without a list of "targets"'),
             ('[{"targets": ["h:1"], "labels": []}]', '"labels" is not a mapping'),
             ('[{"targets": ["h:1"], "labels": {"a": 1}}]', '"labels" is not a mapping'),
+            ('[{"targets": ["h:1"], "labels": {"": "v"}}]', "an empty label name"),
+            ('[{"targets": ["h:1"], "labels": {"a": "\\ud800"}}]', "text that is not UTF-8"),
+            ('[{"targets": ["h:1"], "labels": {"\\udc00": "v"}}]', "text that is not UTF-8"),
+            ('[{"targets": ["\\ud800:1"]}]', "text that is not UTF-8"),
         ],
     )
     def test_malformed_file_is_skipped_with_one_log_line(self, tmp_path, caplog, text, problem):
@@ -499,19 +540,40 @@ class TestTargetDirectory:
         assert f"Skipping the target file {tmp_path / 'bad.json'}: {problem}" in record.message
 
     def test_changed_file_is_read_again(self, tmp_path, caplog):
-        """A file is parsed again when it changes, and a new malformation is logged again."""
+        """A file is parsed again when it changes; broken, it keeps its last valid targets.
+
+        As Prometheus's file_sd keeps them: a file being rewritten by hand
+        does not make its targets leave (and, counted again when it is
+        fixed, double an aggregate's counters).
+        """
         directory = TargetDirectory(tmp_path)
         write(tmp_path, "t.json", [{"targets": ["h:1"]}])
         before = directory.read()
         (tmp_path / "t.json").write_text("oops")
         with caplog.at_level(logging.WARNING, logger="promloop"):
             broken = directory.read()
+            again = directory.read()
         write(tmp_path, "t.json", [{"targets": ["h:2"]}])
 
-        assert [Target("t.json", "h:1", {})] == before
-        assert [] == broken
+        assert [Target("t.json", "h:1", {})] == before == broken == again
         assert 1 == len(caplog.records)
         assert [Target("t.json", "h:2", {})] == directory.read()
+
+    def test_unreadable_entries_are_skipped(self, tmp_path, caplog):
+        """A *.json entry that cannot be read is skipped, logged once; the others are read."""
+        (tmp_path / "directory.json").mkdir()
+        (tmp_path / "loop.json").symlink_to(tmp_path / "loop.json")
+        write(tmp_path, "good.json", [{"targets": ["h:1"]}])
+        directory = TargetDirectory(tmp_path)
+
+        with caplog.at_level(logging.WARNING, logger="promloop"):
+            first = directory.read()
+            second = directory.read()
+
+        assert [Target("good.json", "h:1", {})] == first == second
+        assert ["directory.json", "loop.json"] == sorted(
+            record.message.split(": ")[0].rsplit("/", 1)[1] for record in caplog.records
+        )
 
     def test_identity_of_a_process(self, tmp_path):
         """A file FileSD wrote names its writer: a new process, a new identity."""
@@ -621,3 +683,34 @@ class TestRemoveIfStale:
 
         assert not removed_after_open
         assert not TargetDirectory(tmp_path).remove_if_stale(target)
+
+    @pytest.mark.parametrize("call", ["open", "unlink"])
+    def test_cannot_ask_or_remove(self, tmp_path, monkeypatch, call):
+        """A lock this process may not open, or a file it may not remove, is kept: no error.
+
+        (A fan-in running as another user than the workers.)
+        """
+        dead = Worker(tmp_path, port=1)
+        dead.kill()
+        [target] = TargetDirectory(tmp_path).read()
+
+        def refuse(*args, **kwargs):
+            raise PermissionError(errno.EACCES, "Permission denied")
+
+        monkeypatch.setattr(os if call == "open" else type(tmp_path), call, refuse)
+        removed = TargetDirectory(tmp_path).remove_if_stale(target)
+        monkeypatch.undo()
+
+        assert not removed
+        assert ["promloop-worker-0.json"] == files(tmp_path)
+
+    def test_locks_readable_by_others(self, tmp_path):
+        """Lock files can be opened by a fan-in running as another user, whatever the umask."""
+        before = os.umask(0o077)
+        try:
+            register(FileSD(tmp_path, slot="worker"))
+        finally:
+            os.umask(before)
+        _file_sd._end_all()
+
+        assert 0o644 == (tmp_path / ".promloop-worker-0.lock").stat().st_mode & 0o777

@@ -17,6 +17,7 @@ import os
 
 from pathlib import Path
 
+from gunicorn.workers.gthread import ThreadWorker
 from gunicorn.workers.sync import SyncWorker
 
 from promloop.aio.fanin import start_fanin_in_process
@@ -42,9 +43,10 @@ def when_ready(server):
 
 
 def post_fork(server, worker):
-    # In each sync worker: its own metrics server, on a free port, in a
-    # thread, registered with the lowest free worker number.
-    if isinstance(worker, SyncWorker):
+    # In each sync or threaded worker (gunicorn runs threaded ones with
+    # --threads): its own metrics server, on a free port, in a thread,
+    # registered with the lowest free worker number.
+    if isinstance(worker, (SyncWorker, ThreadWorker)):
         start_http_server_in_thread(
             addr="127.0.0.1", service_discovery=FileSD(TARGETS, slot="worker")
         )

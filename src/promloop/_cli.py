@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import signal
 import ssl
@@ -57,7 +58,7 @@ def parser() -> argparse.ArgumentParser:
         "--addr", default="", help="the interface to listen on (default: all of them)"
     )
     fanin.add_argument(
-        "--port", type=int, default=0, help="the port to listen on (default: a free one)"
+        "--port", type=_port, default=0, help="the port to listen on (default: a free one)"
     )
     fanin.add_argument("--path", default="/metrics", help="where to serve the merged metrics")
     fanin.add_argument(
@@ -73,7 +74,7 @@ def parser() -> argparse.ArgumentParser:
     )
     fanin.add_argument(
         "--scrape-timeout",
-        type=float,
+        type=_seconds,
         default=None,
         metavar="SECONDS",
         help="the most a worker may take to answer (default: 3)",
@@ -103,6 +104,28 @@ def parser() -> argparse.ArgumentParser:
         help="exit when standard input closes (ties the fan-in to the process that started it)",
     )
     return main
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:  # noqa: PLR2004 -- TCP's range
+        msg = f"{text!r} is not a port number (0 to 65535)"
+        raise argparse.ArgumentTypeError(msg)
+    return port
+
+
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (seconds > 0 and math.isfinite(seconds)):
+        msg = f"{text!r} is not a positive number of seconds"
+        raise argparse.ArgumentTypeError(msg)
+    return seconds
 
 
 def main(argv: Sequence[str] | None = None) -> int:

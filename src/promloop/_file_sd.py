@@ -219,7 +219,13 @@ class FileSD:
         )
 
         async def deregister() -> None:
-            await asyncio.get_running_loop().run_in_executor(None, registration.end)
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, registration.end)
+            except RuntimeError:
+                # At interpreter exit, threading shuts every executor down
+                # before atexit closes the servers still open: an unlink and a
+                # close() are quick enough to do here.
+                registration.end()
 
         return deregister
 
@@ -256,6 +262,10 @@ def _claim_slot(directory: Path, slot: str) -> tuple[int, int]:
         path = directory / _slot_lock_name(slot, number)
         descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         if _take_slot(descriptor):
+            # Whatever the umask: a fan-in running as another user opens the
+            # lock to tell whether the slot's worker lives.
+            with contextlib.suppress(OSError):  # another user's lock file
+                os.fchmod(descriptor, 0o644)
             return number, descriptor
         os.close(descriptor)
         number += 1
@@ -445,21 +455,42 @@ class TargetDirectory:
         ]
 
     def _read_file(self, entry: os.DirEntry[str]) -> tuple[tuple[int, int, int], list[Target]]:
-        stat = entry.stat()
-        version = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        """Read one file; one that cannot be read or parsed keeps its last valid targets.
+
+        Prometheus's file_sd keeps them too: a file rewritten by hand, broken
+        for a moment, does not make its targets leave (and an aggregate count
+        them twice when they come back).
+        """
         with self._lock:
             known = self._parsed.get(entry.name)
-        if known is not None and known[0] == version:
-            return known
+        version = (-1, 0, 0)  # until stat() tells
         try:
+            stat = entry.stat()
+            version = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+            if known is not None and known[0] == version:
+                return known
             with open(entry.path, "rb") as file:  # noqa: PTH123 -- a DirEntry's path
                 filesd = _written_by_filesd(entry.name)
                 writer = f"{stat.st_ino}.{stat.st_mtime_ns}" if filesd else ""
-                targets = _parse_targets(entry.name, file.read(), writer)
+                return version, _parse_targets(entry.name, file.read(), writer)
+        except FileNotFoundError:
+            raise  # removed meanwhile: the caller leaves it out
+        except OSError as error:  # a directory, a link loop, a file this process may not read
+            return self._skip(entry, version, error.strerror, known)
         except ValueError as error:
-            _log.warning("Skipping the target file %s: %s", entry.path, error)
-            targets = []
-        return version, targets
+            return self._skip(entry, version, str(error), known)
+
+    @staticmethod
+    def _skip(
+        entry: os.DirEntry[str],
+        version: tuple[int, int, int],
+        reason: str | None,
+        known: tuple[tuple[int, int, int], list[Target]] | None,
+    ) -> tuple[tuple[int, int, int], list[Target]]:
+        """Log a file that cannot be used, once per version; keep its last valid targets."""
+        if known is None or known[0] != version:
+            _log.warning("Skipping the target file %s: %s", entry.path, reason)
+        return version, [] if known is None else known[1]
 
     def remove_if_stale(self, target: Target) -> bool:
         """Remove *target*'s file if the promloop process that wrote it has died.
@@ -479,18 +510,24 @@ class TargetDirectory:
             return False
         try:
             descriptor = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
+        except OSError:  # gone, or not this process's to read: it cannot tell
             return False
         try:
-            if not _lock(descriptor, fcntl.LOCK_SH):
-                return False  # its process (or its replacement) holds it
-            # Holding the lock shared, no worker can claim the slot and write
-            # its file before the stale one is gone.
-            if lock_path == path and not _same_file(descriptor, path):
-                return False  # replaced since it was opened: a live process wrote it
-            path.unlink(missing_ok=True)
+            return self._remove_if_unlocked(descriptor, lock_path, path)
+        except OSError:  # not this process's to remove (a sticky directory, say)
+            return False
         finally:
             os.close(descriptor)
+
+    @staticmethod
+    def _remove_if_unlocked(descriptor: int, lock_path: Path, path: Path) -> bool:
+        if not _lock(descriptor, fcntl.LOCK_SH):
+            return False  # its process (or its replacement) holds it
+        # Holding the lock shared, no worker can claim the slot and write
+        # its file before the stale one is gone.
+        if lock_path == path and not _same_file(descriptor, path):
+            return False  # replaced since it was opened: a live process wrote it
+        path.unlink(missing_ok=True)
         _log.info("Removed the target file %s: its process has ended.", path)
         return True
 
@@ -541,12 +578,27 @@ def _parse_targets(name: str, content: bytes, writer: str) -> list[Target]:
             msg = '"labels" is not a mapping of strings'
             raise ValueError(msg)
         valid_labels = cast("dict[str, str]", labels)
+        valid_addresses = cast("list[str]", addresses)
+        if "" in valid_labels:
+            msg = "an empty label name"
+            raise ValueError(msg)
+        if not _all_utf8([*valid_addresses, *valid_labels, *valid_labels.values()]):
+            # JSON can carry lone surrogates ("\\ud800"), which no exposition can.
+            msg = "text that is not UTF-8"
+            raise ValueError(msg)
         targets.extend(
-            Target(name, address, dict(valid_labels), writer)
-            for address in cast("list[str]", addresses)
+            Target(name, address, dict(valid_labels), writer) for address in valid_addresses
         )
     return targets
 
 
 def _all_strings(values: Iterable[object]) -> bool:
     return all(isinstance(value, str) for value in values)
+
+
+def _all_utf8(texts: Iterable[str]) -> bool:
+    try:
+        "".join(texts).encode()
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -182,6 +182,7 @@ class Fleet:
         self._rounds: set[concurrent.futures.Future[list[_Outcome]]] = set()
         self._lock = threading.Lock()
         self._failing: dict[str, str] = {}
+        self._listed: list[Target] = []  # the last targets read from the directory
         self._closing = False
 
     def __repr__(self) -> str:
@@ -271,11 +272,20 @@ class Fleet:
         return [t for t in self._read() if not self.directory.remove_if_stale(t)]
 
     def _read(self) -> list[Target]:
+        """Read the directory; if it cannot be read, return the last targets read.
+
+        Workers do not leave because their directory could not be read for a
+        while: in aggregate mode, their counters would be carried, then
+        counted twice once they were read again.
+        """
         try:
-            return self.directory.read()
+            targets = self.directory.read()
         except OSError as error:
             self._note_failure(None, f"cannot read the directory: {error}")
-            return []
+            return self._listed
+        self._note_failure(None, "")
+        self._listed = targets
+        return targets
 
     def _answer(self, fmt: Format, names: frozenset[str], compress: bool, deadline: float) -> Reply:
         """Run one round: read, scrape, merge, render (in a render thread)."""
