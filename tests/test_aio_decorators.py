@@ -335,6 +335,24 @@ class TestTime:
         run(main())
         assert [1.0] == observer.observed
 
+    def test_plain_function_returning_deferred(self, observer, clock):
+        """A plain function's Twisted Deferred comes back as is, measured until it fires.
+
+        ensureDeferred() takes it, and callbacks alone, without an await, see it observed.
+        """
+        defer = pytest.importorskip("twisted.internet.defer")
+        deferred: defer.Deferred[str] = defer.Deferred()
+        fired = []
+
+        returned = aio.time(observer)(lambda: deferred)()
+        returned.addCallback(lambda value: fired.append((value, list(observer.observed))))
+
+        assert returned is deferred
+        assert deferred is defer.ensureDeferred(returned)
+        assert [] == observer.observed
+        deferred.callback("fired")
+        assert [("fired", [1.0])] == fired
+
     def test_awaitable_clock_starts_at_call(self, observer, clock):
         """In the awaitable form, the clock starts when time() is called."""
         wrapper = aio.time(observer, succeed("value"))
@@ -1122,6 +1140,20 @@ class TestCountExceptions:
         run(main())
         assert 0 == counter.count
 
+    def test_plain_function_returning_deferred(self, counter):
+        """A Deferred that a plain function returns counts when it fails, not when cancelled."""
+        defer = pytest.importorskip("twisted.internet.defer")
+        failing: defer.Deferred[None] = defer.Deferred()
+        cancelled: defer.Deferred[None] = defer.Deferred()
+        decorated = aio.count_exceptions(counter)(lambda deferred: deferred)
+
+        decorated(failing).addErrback(lambda _: None)
+        decorated(cancelled).addErrback(lambda _: None)
+        cancelled.cancel()
+        assert 0 == counter.count
+        failing.errback(KeyError("gone"))
+        assert 1 == counter.count
+
     def test_other_awaitable(self, counter):
         """Another awaitable counts when awaiting it raises, not when it succeeds."""
         succeeding = aio.count_exceptions(counter)(Request)
@@ -1321,6 +1353,17 @@ class TestTrackInprogress:
             wrapper.close()
 
         run(main())
+
+    def test_plain_function_returning_deferred(self, gauge):
+        """A Deferred that a plain function returns keeps the gauge up until it fires."""
+        defer = pytest.importorskip("twisted.internet.defer")
+        deferred: defer.Deferred[None] = defer.Deferred()
+
+        aio.track_inprogress(gauge)(lambda: deferred)()
+
+        assert 1 == gauge.value
+        deferred.callback(None)
+        assert 0 == gauge.value
 
     def test_cancelled_future(self, gauge):
         """A cancelled Future brings the gauge down."""

@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 
 from types import SimpleNamespace
+from unittest import mock
 
 import pytest
 
@@ -301,6 +302,39 @@ class TestMakeHandler:
         assert (200, True) == (status, b"hits_total 7.0" in body)
         assert 401 == latin_1_status
 
+    def test_header_lines_repeated(self, registry, hits):
+        """Two Authorization lines get 401 (one of them right or not); Accept lines are one list.
+
+        As MetricsResource answers: aiohttp's headers.get() would read the first
+        line only, where Twisted's getHeader() reads the last.
+        """
+        right, wrong = b"Authorization: Bearer t", b"Authorization: Bearer x"
+
+        async def main():
+            app = web.Application()
+            app.router.add_get("/metrics", make_handler(registry, auth=BearerToken("t")))
+            runner, base = await serve_app(app)
+            try:
+                refused = [
+                    (await raw_request(base, b"GET /metrics HTTP/1.1", *lines))[0]
+                    for lines in ((right, wrong), (wrong, right), (right, right))
+                ]
+                _, body = await raw_request(
+                    base,
+                    b"GET /metrics HTTP/1.1",
+                    right,
+                    b"Accept: text/plain;version=0.0.4;q=0.5",
+                    b"Accept: application/openmetrics-text;version=1.0.0",
+                )
+            finally:
+                await runner.cleanup()
+            return refused, body
+
+        refused, body = run(main())
+
+        assert [401, 401, 401] == refused
+        assert body.endswith(b"# EOF\n")
+
     def test_undecodable_name_filter(self, registry, hits):
         """A name[] that is not UTF-8 gets 400 once authorised, and 401 before."""
 
@@ -420,6 +454,17 @@ class TestServerStats:
         response = run(handler(SimpleNamespace(headers=headers)))
 
         assert 401 == refused.status
+        assert "text/plain; version=0.0.4; charset=utf-8" == response.headers["Content-Type"]
+        assert b"hits_total 7.0" in response.body
+
+    def test_mock_request(self, registry, hits):
+        """A unittest.mock request is served: its made-up attributes are not taken for a path."""
+        handler = make_handler(registry)
+        request = mock.Mock(headers={"Accept": "text/plain;version=0.0.4"})
+
+        response = run(handler(request))
+
+        assert 200 == response.status
         assert "text/plain; version=0.0.4; charset=utf-8" == response.headers["Content-Type"]
         assert b"hits_total 7.0" in response.body
 
@@ -706,6 +751,30 @@ class TestStartHttpServer:
         assert [401] * 18 == [status for status, _, _ in refused]
         assert all(headers["WWW-Authenticate"].startswith("Basic ") for _, headers, _ in refused)
         assert [200, 200, 404] == allowed
+
+    def test_auth_header_repeated(self, registry, hits):
+        """Every path answers 401 to two Authorization lines, even if one of them is right."""
+        right = BearerToken("t").authorization().encode()
+
+        async def main():
+            server = await start_http_server(
+                addr="127.0.0.1", registry=registry, auth=BearerToken("t")
+            )
+            base = server.url.rstrip("/")
+            try:
+                return [
+                    (await raw_request(base, b"GET " + path + b" HTTP/1.1", *lines))[0]
+                    for path in (b"/", b"/metrics")
+                    for lines in (
+                        (b"Authorization: " + right,),
+                        (b"Authorization: " + right, b"Authorization: Bearer x"),
+                        (b"Authorization: Bearer x", b"Authorization: " + right),
+                    )
+                ]
+            finally:
+                await server.close()
+
+        assert [200, 401, 401, 200, 401, 401] == run(main())
 
 
 @pytest.fixture(scope="module")

@@ -203,6 +203,36 @@ class TestMetricsResource:
         assert (200, True) == (status, b"hits_total 5.0" in body)
         assert 401 == undecodable
 
+    def test_header_lines_repeated(self, registry, hits, reactor):
+        """Two Authorization lines get 401 (one of them right or not); Accept lines are one list.
+
+        As the aiohttp handler answers: Twisted's getHeader() would read the
+        last line only, where aiohttp's headers.get() reads the first.
+        """
+        resource = MetricsResource(registry, auth=BearerToken("t"), reactor=reactor)
+
+        def twice(name, first, second):
+            dummy = request(Authorization="Bearer t")
+            dummy.requestHeaders.setRawHeaders(name, [first, second])
+            return dummy
+
+        refused = [
+            scrape(resource, reactor, twice(b"Authorization", *lines))[0]
+            for lines in ((b"Bearer t", b"Bearer x"), (b"Bearer x", b"Bearer t"))
+        ]
+        _, _, body = scrape(
+            resource,
+            reactor,
+            twice(
+                b"Accept",
+                b"text/plain;version=0.0.4;q=0.5",
+                b"application/openmetrics-text;version=1.0.0",
+            ),
+        )
+
+        assert [401, 401] == refused
+        assert body.endswith(b"# EOF\n")
+
     @pytest.mark.parametrize("method", [b"GET", b"HEAD"])
     def test_behind_gzip_encoding_wrapper(self, registry, hits, reactor, method):
         """Behind EncodingResourceWrapper(GzipEncoderFactory), the body is gzipped once.

@@ -402,17 +402,59 @@ class TestMethodsAreMeasured:
         assert [1, 2] == [service.work(1), Service.work(service, 2)]
         assert 2 == len(observer.observed)
 
-    def test_proxied_classmethod(self, side):
-        """A classmethod inside another decorator's proxy is refused with advice."""
-        timed = side.time(FakeObserver())
+    def test_proxied_classmethod_and_staticmethod(self, side, registry):
+        """A class or static method inside a wrapt decorator's proxy binds as undecorated.
 
-        with pytest.raises(
-            TypeError, match="apply this decorator right above or below @classmethod"
-        ):
+        The wrapt decorator receives the class (or None) as its instance, and
+        labels= the arguments the method itself receives.
+        """
+        histogram = Histogram("work_seconds", "Work.", ["who"], registry=registry)
+        calls: list[tuple[object, tuple[object, ...]]] = []
+        record, _ = recording_decorators(calls)
 
-            class Service:
-                @timed
-                @wrapt_sync_decorator
-                @classmethod
-                def method(cls):
-                    return cls
+        class Service:
+            name = "svc"
+
+            @side.time(histogram, labels=lambda cls, x: (cls.name,))
+            @record
+            @classmethod
+            def build(cls, x):
+                return cls, x
+
+            @side.time(histogram, labels=lambda x: (x,))
+            @record
+            @staticmethod
+            def echo(x):
+                return x
+
+        service = Service()
+
+        assert [(Service, 1), (Service, 2), "a", "b"] == [
+            Service.build(1),
+            service.build(2),
+            Service.echo("a"),
+            service.echo("b"),
+        ]
+        assert [(Service, (1,)), (Service, (2,)), (None, ("a",)), (None, ("b",))] == calls
+        assert [2.0, 1.0, 1.0] == [
+            registry.get_sample_value("work_seconds_count", {"who": who})
+            for who in ("svc", "a", "b")
+        ]
+
+    def test_proxied_classmethod_kind(self, side):
+        """A generator classmethod inside a wrapt proxy is measured to its end."""
+        observer = FakeObserver()
+
+        class Service:
+            @side.time(observer)
+            @wrapt_sync_decorator
+            @classmethod
+            def numbers(cls):
+                yield 1
+                yield 2
+
+        numbers = Service.numbers()
+
+        assert [] == observer.observed
+        assert [1, 2] == list(numbers)
+        assert 1 == len(observer.observed)

@@ -18,8 +18,8 @@ import logging
 import threading
 import time
 
-from collections.abc import Callable, Hashable
-from typing import Any, Final
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any, Final, cast
 from urllib.parse import unquote_to_bytes
 
 from prometheus_client.exposition import (
@@ -75,6 +75,30 @@ Header = str | bytes | None
 
 Spawn = Callable[[Callable[[], None]], object]
 """Run a function in a worker thread (the adapter's thread pool)."""
+
+
+def joined(lines: Sequence[str] | Sequence[bytes] | None) -> Header:
+    """Return the lines of a list-valued header (``Accept``) as one value, as they arrived.
+
+    A header sent on several lines means what one line holding their values,
+    separated by commas, means (RFC 9110, section 5.3).  Reading one line
+    only would make mount points disagree: aiohttp's ``get()`` reads the
+    first, Twisted's ``getHeader()`` the last.
+    """
+    if not lines:
+        return None
+    if isinstance(lines[0], bytes):
+        return b", ".join(cast("Sequence[bytes]", lines))
+    return ", ".join(cast("Sequence[str]", lines))
+
+
+def single(lines: Sequence[str] | Sequence[bytes] | None) -> Header:
+    """Return the value of a header that is sent once (``Authorization``); None if repeated.
+
+    Two ``Authorization`` lines are malformed credentials, not a choice
+    between them that each framework would make its own way.
+    """
+    return lines[0] if lines is not None and len(lines) == 1 else None
 
 
 @dataclasses.dataclass(frozen=True)

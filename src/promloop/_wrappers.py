@@ -67,25 +67,18 @@ def instrument(recipe: Recipe, side: Side, func: Any) -> Any:
     """Return *func* wrapped so that every call is measured by *recipe*.
 
     ``classmethod`` and ``staticmethod`` objects are unwrapped, instrumented
-    and wrapped again, so the decorator works above or below them.
+    and wrapped again, so the decorator works above or below them; one inside
+    another decorator's proxy (wrapt's) gets a :class:`MeasuredCallable`,
+    which the proxy binds.
 
     Raises:
-        TypeError: *func* cannot be called, or is a classmethod or
-            staticmethod inside another decorator's proxy.
+        TypeError: *func* cannot be called.
     """
-    who = recipe.who
     if type(func) in (classmethod, staticmethod):
         descriptor: Any = func
         return type(descriptor)(instrument(recipe, side, descriptor.__func__))
-    if isinstance(func, (classmethod, staticmethod)):  # a proxy (wrapt) around one
-        kind = "classmethod" if isinstance(func, classmethod) else "staticmethod"
-        msg = (
-            f"{who}: {func!r} is a {kind} inside another decorator, which only the class "
-            f"can bind; apply this decorator right above or below @{kind} instead."
-        )
-        raise TypeError(msg)
     if not callable(func):
-        msg = f"{who}: only callables can be decorated, not {func!r}."
+        msg = f"{recipe.who}: only callables can be decorated, not {func!r}."
         raise TypeError(msg)
 
     wrap = _wrapper_maker(recipe, side, func)
@@ -97,6 +90,9 @@ def instrument(recipe: Recipe, side: Side, func: Any) -> Any:
 def _wrapper_maker(recipe: Recipe, side: Side, func: Any) -> Callable[[Any], Callable[..., Any]]:
     """Return ``wrap(callee)``, which makes the wrapper of a callable of *func*'s kind."""
     probe = make_probe(recipe, side.clock)
+    if _is_method_descriptor(func):
+        # Another decorator's proxy (wrapt) around one: its kind is its function's.
+        func = func.__func__
     if inspect.isasyncgenfunction(func):
         return functools.partial(probed_async_generator_function, probe=probe)
     if inspect.isgeneratorfunction(func):
@@ -115,6 +111,11 @@ def _wrapper_maker(recipe: Recipe, side: Side, func: Any) -> Callable[[Any], Cal
         return wrapper
 
     return wrap
+
+
+def _is_method_descriptor(func: object) -> bool:
+    # A bool, not a narrowing: what the proxy holds is not known to the type checkers.
+    return isinstance(func, (classmethod, staticmethod))
 
 
 # --- wrappers that drive a probe ----------------------------------------------------
@@ -279,12 +280,19 @@ class MeasuredCallable:
         bound = bind(wrapped, instance, owner)
         if bound is wrapped:
             return self
-        if instance is None:
+        # The callee is bound already; the measurement (labels=, exemplar=)
+        # still sees what it was bound to among the arguments, as the function
+        # receives it: the instance, or the class of a classmethod (inside
+        # another decorator's proxy), and nothing for a staticmethod.
+        receiver: object = instance
+        if isinstance(wrapped, classmethod):
+            receiver = type(instance) if owner is None else owner
+        elif isinstance(wrapped, staticmethod):
+            receiver = None
+        if receiver is None:
             call = self._wrap(bound)
         else:
-            # The callee is bound already; the measurement (labels=, exemplar=)
-            # still sees the instance among the arguments, as for a function.
-            call = types.MethodType(self._wrap(functools.partial(_call_bound, bound)), instance)
+            call = types.MethodType(self._wrap(functools.partial(_call_bound, bound)), receiver)
         method = MeasuredCallable(bound, call, self._wrap)
         for name in ("__module__", "__doc__"):  # else the class's own would show
             with contextlib.suppress(AttributeError):

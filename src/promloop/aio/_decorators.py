@@ -109,11 +109,24 @@ def _is_future(obj: object) -> TypeGuard[asyncio.Future[Any]]:
     return isinstance(obj, asyncio.Future)
 
 
+def _is_deferred(obj: object) -> bool:
+    """Tell whether *obj* is a Twisted Deferred (only a loaded Twisted can have made one)."""
+    defer = sys.modules.get("twisted.internet.defer")
+    return defer is not None and isinstance(obj, defer.Deferred)
+
+
 def _settle(probe: Probe, result: Any, state: Any, args: Args, kwargs: Kwargs) -> Any:
     """Measure a plain function's awaitable result until it completes."""
     if _is_future(result):
         _watch_future(probe, result, state, args, kwargs)
         return result
+    if _is_deferred(result):
+        # Measured until it fires and handed back itself, as promloop.tx does:
+        # a stand-in would be refused by ensureDeferred(), and one that is only
+        # given callbacks (never awaited) would record nothing.
+        from ..tx._decorators import watch_deferred  # noqa: PLC0415 -- Twisted is loaded
+
+        return watch_deferred(probe, result, state, args, kwargs)
     return settle_awaitable(probe, result, state, args, kwargs)
 
 

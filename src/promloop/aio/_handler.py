@@ -4,7 +4,8 @@ It adapts aiohttp requests to the framework-free exposition core
 (:class:`promloop._exposition.Exposition`) and its replies to aiohttp responses.
 It reads only a request's ``headers`` and, if it has one, ``raw_path``: a
 stand-in with nothing but ``headers`` (as prometheus-async's tests and many
-applications' tests pass) is served like a real request.
+applications' tests pass, a ``SimpleNamespace`` or a ``unittest.mock.Mock``)
+is served like a real request.
 """
 
 from __future__ import annotations
@@ -14,9 +15,17 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy, MultiMapping
 
-from .._exposition import SCRAPE_TIMEOUT_HEADER, Exposition, Reply, scrape_seconds, too_slow
+from .._exposition import (
+    SCRAPE_TIMEOUT_HEADER,
+    Exposition,
+    Reply,
+    joined,
+    scrape_seconds,
+    single,
+    too_slow,
+)
 from ._hooks import BeforeScrape
 
 
@@ -38,7 +47,7 @@ def response(reply: Reply) -> web.Response:
     return web.Response(status=reply.status, headers=dict(reply.headers), body=reply.body)
 
 
-def _headers(headers: Mapping[str, str]) -> Mapping[str, str]:
+def _headers(headers: Mapping[str, str]) -> MultiMapping[str]:
     if isinstance(headers, (CIMultiDictProxy, CIMultiDict)):
         return headers
     # A stand-in request may carry a plain dict: names are looked up as HTTP
@@ -51,9 +60,9 @@ def raw_query(request: web.Request) -> str:
     # raw_path keeps the query as it arrived, percent-encoded, so that the
     # core decodes name[] by the same rule for aiohttp and Twisted (aiohttp's
     # request.query would turn undecodable bytes into U+FFFD).  A stand-in
-    # request without one asks for every metric.
-    raw_path: str = getattr(request, "raw_path", "")
-    return raw_path.partition("?")[2]
+    # request without one (or with a mock's made-up attribute) asks for every metric.
+    raw_path: object = getattr(request, "raw_path", "")
+    return raw_path.partition("?")[2] if isinstance(raw_path, str) else ""
 
 
 def serve(
@@ -73,23 +82,23 @@ def serve(
     async def metrics(request: web.Request) -> web.Response:
         headers = _headers(request.headers)
         if check_credentials:
-            refusal = exposition.refusal(headers.get("Authorization"))
+            refusal = exposition.refusal(single(headers.getall("Authorization", None)))
             if refusal is not None:
                 return response(refusal)
-        seconds = scrape_seconds(headers.get(SCRAPE_TIMEOUT_HEADER))
+        seconds = scrape_seconds(single(headers.getall(SCRAPE_TIMEOUT_HEADER, None)))
         try:
             reply = await asyncio.wait_for(answer(headers, raw_query(request)), seconds)
         except asyncio.TimeoutError:
             reply = too_slow(exposition.registry, seconds)
         return response(reply)
 
-    async def answer(headers: Mapping[str, str], query: str) -> Reply:
+    async def answer(headers: MultiMapping[str], query: str) -> Reply:
         if hooks is not None:
             await hooks.run()
         loop = asyncio.get_running_loop()
         rendering = exposition.render(
-            accept=headers.get("Accept"),
-            accept_encoding=headers.get("Accept-Encoding"),
+            accept=joined(headers.getall("Accept", None)),
+            accept_encoding=joined(headers.getall("Accept-Encoding", None)),
             query=query,
             spawn=lambda work: loop.run_in_executor(None, work),
         )

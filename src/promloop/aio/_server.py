@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp.http import HttpProcessingError
 from aiohttp.log import server_logger
 
-from .._exposition import Exposition, Guard
+from .._exposition import Exposition, Guard, single
 from . import _sockets
 from ._handler import before_scrape_hooks, response, serve
 
@@ -68,7 +68,7 @@ def require_credentials(guard: Guard) -> Middleware:
 
     @web.middleware
     async def require_credentials(request: web.Request, handler: NextHandler) -> web.StreamResponse:
-        refusal = guard.refusal(request.headers.get("Authorization"))
+        refusal = guard.refusal(single(request.headers.getall("Authorization", None)))
         if refusal is not None:
             return response(refusal)
         return await handler(request)

@@ -62,8 +62,14 @@ def _fired(outcome: object, probe: Probe, state: Any, args: Args, kwargs: Kwargs
     return outcome
 
 
-def _watch(probe: Probe, deferred: Deferred[Any], state: Any, args: Args, kwargs: Kwargs) -> Any:
-    """Stop the measurement when *deferred* fires; return *deferred*."""
+def watch_deferred(
+    probe: Probe, deferred: Deferred[Any], state: Any, args: Args, kwargs: Kwargs
+) -> Any:
+    """Stop the measurement when *deferred* fires; return *deferred*.
+
+    :mod:`promloop.aio` measures a Deferred that a decorated function returns
+    here too.
+    """
     if probe.records_success:
         return deferred.addBoth(_fired, probe, state, args, kwargs)
     # Nothing to do on success (counting exceptions): an errback only.
@@ -73,7 +79,7 @@ def _watch(probe: Probe, deferred: Deferred[Any], state: Any, args: Args, kwargs
 def _settle(probe: Probe, result: Any, state: Any, args: Args, kwargs: Kwargs) -> Any:
     """Measure a plain function's pending result until it fires or completes."""
     if isinstance(result, Deferred):
-        # As _watch() does, one call fewer: a Deferred is the usual result.
+        # As watch_deferred() does, one call fewer: a Deferred is the usual result.
         if probe.records_success:
             return result.addBoth(_fired, probe, state, args, kwargs)
         return result.addErrback(_fired, probe, state, args, kwargs)
@@ -98,7 +104,7 @@ def _apply(recipe: Recipe, deferred: Any) -> Any:
     if recipe.plain:
         return _watch_plainly(recipe, deferred)
     probe = make_probe(recipe, _CLOCK)
-    return _watch(probe, deferred, probe.start((), {}), (), {})
+    return watch_deferred(probe, deferred, probe.start((), {}), (), {})
 
 
 def _watch_plainly(recipe: Recipe, deferred: Deferred[T]) -> Deferred[T]:

@@ -13,7 +13,15 @@ from typing import TYPE_CHECKING, Any
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from .._exposition import SCRAPE_TIMEOUT_HEADER, Exposition, Reply, scrape_seconds, too_slow
+from .._exposition import (
+    SCRAPE_TIMEOUT_HEADER,
+    Exposition,
+    Reply,
+    joined,
+    scrape_seconds,
+    single,
+    too_slow,
+)
 
 
 if TYPE_CHECKING:
@@ -99,10 +107,11 @@ class MetricsResource(Resource):
         # Content-Encoding before the resource renders, and then encodes
         # whatever the resource writes.
         encoded_elsewhere = request.responseHeaders.hasHeader(b"Content-Encoding")
+        lines = request.requestHeaders.getRawHeaders
         rendering = self._exposition.scrape(
-            authorization=request.getHeader(b"Authorization"),
-            accept=request.getHeader(b"Accept"),
-            accept_encoding=request.getHeader(b"Accept-Encoding"),
+            authorization=single(lines(b"Authorization")),
+            accept=joined(lines(b"Accept")),
+            accept_encoding=joined(lines(b"Accept-Encoding")),
             query=request.uri.partition(b"?")[2],
             spawn=reactor.getThreadPool().callInThread,
             may_compress=not encoded_elsewhere,
@@ -122,7 +131,7 @@ class MetricsResource(Resource):
                 answered = True
                 _write(request, reply, sized=not encoded_elsewhere)
 
-        seconds = scrape_seconds(request.getHeader(SCRAPE_TIMEOUT_HEADER.encode("ascii")))
+        seconds = scrape_seconds(single(lines(SCRAPE_TIMEOUT_HEADER.encode("ascii"))))
         deadline = reactor.callLater(
             seconds, lambda: answer(too_slow(self._exposition.registry, seconds))
         )
