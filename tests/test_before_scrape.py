@@ -133,6 +133,23 @@ class TestBeforeScrape:
         assert "timed out after 0.1 s" in caplog.text
         assert f'promloop_before_scrape_failures_total{{hook="{hook}"}} 1.0' in body
 
+    def test_own_timeout_is_a_failure(self, registry, caplog):
+        """A hook that raises a TimeoutError of its own is logged as failed, with its traceback.
+
+        Not as having run out of before_scrape_timeout, which it had not.
+        """
+
+        async def query_database():
+            raise TimeoutError("the database did not answer within 0.1 s")
+
+        with caplog.at_level(logging.WARNING, logger="promloop"):
+            [(status, _)] = run(scrape_server(registry, before_scrape={"db": query_database}))
+
+        assert (200, 1.0) == (status, failures(registry, "db"))
+        assert "before_scrape hook db failed" in caplog.text
+        assert "the database did not answer within 0.1 s" in caplog.text
+        assert "timed out after" not in caplog.text
+
     def test_not_for_unauthorised_requests(self, registry):
         """A request without valid credentials runs no hook."""
         ran = []

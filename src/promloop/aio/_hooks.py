@@ -134,7 +134,7 @@ class BeforeScrape:
 
     async def _run(self, name: str, hook: Hook) -> None:
         try:
-            await asyncio.wait_for(hook(), self._timeout)
+            await asyncio.wait_for(_own_timeouts_marked(hook), self._timeout)
         except asyncio.TimeoutError:
             _log.warning(
                 "before_scrape hook %s timed out after %s s; scraping the last values.",
@@ -142,8 +142,22 @@ class BeforeScrape:
                 self._timeout,
             )
             self._failures.labels(name).inc()
-        except Exception:  # noqa: BLE001 -- logged with its traceback, counted
+        except Exception as error:  # noqa: BLE001 -- logged with its traceback, counted
+            failure = error.__cause__ if isinstance(error, _HookTimedOut) else error
             _log.warning(
-                "before_scrape hook %s failed; scraping the last values.", name, exc_info=True
+                "before_scrape hook %s failed; scraping the last values.", name, exc_info=failure
             )
             self._failures.labels(name).inc()
+
+
+class _HookTimedOut(Exception):  # noqa: N818 -- a marker, never seen outside
+    """A timeout that the hook raised itself: its failure, not before_scrape_timeout's."""
+
+
+async def _own_timeouts_marked(hook: Hook) -> object:
+    # A hook's own timeout (its HTTP client's, a wait_for() of its own) would
+    # otherwise be reported as its running out of before_scrape_timeout.
+    try:
+        return await hook()
+    except (asyncio.TimeoutError, TimeoutError) as error:
+        raise _HookTimedOut from error

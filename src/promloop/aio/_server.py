@@ -76,7 +76,13 @@ def require_credentials(guard: Guard) -> Middleware:
     return require_credentials
 
 
-class _ServerLog(logging.LoggerAdapter[logging.Logger]):
+if TYPE_CHECKING:
+    _LoggerAdapter = logging.LoggerAdapter[logging.Logger]
+else:  # it takes a type argument only from Python 3.11 on, at run time
+    _LoggerAdapter = logging.LoggerAdapter
+
+
+class _ServerLog(_LoggerAdapter):
     """aiohttp's server log, where a request its parser refused is one DEBUG line.
 
     aiohttp logs each such request at ERROR, with a traceback whose message
