@@ -32,7 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 pytest.importorskip("aiohttp")
 hypothesis = pytest.importorskip("hypothesis")
 
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from promloop._exposition import gzip_accepted, negotiate, requested_names  # noqa: E402
@@ -51,24 +51,13 @@ from .mounts import (  # noqa: E402
     ServerLog,
     started,
 )
-from .resources import LONG, scaled  # noqa: E402
+from .properties import HYPOTHESIS  # noqa: E402
+from .resources import scaled  # noqa: E402
 
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
-
-EXAMPLES = scaled(25, 500)
-"""Requests hypothesis makes per property and mount point."""
-
-HYPOTHESIS = settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    # The short form runs in CI: the same examples every time.  The long form explores.
-    derandomize=not LONG,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
 
 SERVED_BY_ROUTES = (IN_LOOP, THREADED, FANIN)
 """Mount points whose own router answers / (a page) and unknown paths (404)."""

@@ -17,6 +17,7 @@ import threading
 import time
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -33,6 +34,10 @@ from promloop.aio.web import (  # noqa: E402
     start_http_server,
     start_http_server_in_thread,
 )
+
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
 
 
 CYCLES = scaled(500, 2000)
@@ -80,6 +85,22 @@ def assert_no_leak(growth: Resources, tasks: int) -> None:
     assert growth.rss < RSS_SLACK
 
 
+async def measured(cycles: Callable[[int], Awaitable[None]]) -> tuple[Resources, int, float]:
+    """Run WARMUP cycles, then CYCLES measured ones.
+
+    Returns what the process grew by, how many more asyncio tasks it has, and
+    how long the measured cycles took.
+    """
+    await fill_default_executor()
+    await cycles(WARMUP)
+    before, tasks_before = Resources.now(), len(asyncio.all_tasks())
+    started = time.perf_counter()
+    await cycles(CYCLES)
+    seconds = time.perf_counter() - started
+    await asyncio.sleep(0.1)  # let closed transports finish their last callbacks
+    return Resources.now() - before, len(asyncio.all_tasks()) - tasks_before, seconds
+
+
 class TestStartScrapeClose:
     """CYCLES start/scrape/close cycles of each mount point leave nothing behind."""
 
@@ -92,17 +113,7 @@ class TestStartScrapeClose:
                 assert 200 == (await get(server.socket.port)).status
                 await server.close()
 
-        async def main() -> tuple[Resources, int, float]:
-            await fill_default_executor()
-            await cycles(WARMUP)
-            before, tasks_before = Resources.now(), len(asyncio.all_tasks())
-            started = time.perf_counter()
-            await cycles(CYCLES)
-            seconds = time.perf_counter() - started
-            await asyncio.sleep(0.1)  # let closed transports finish their last callbacks
-            return Resources.now() - before, len(asyncio.all_tasks()) - tasks_before, seconds
-
-        growth, tasks, seconds = asyncio.run(main())
+        growth, tasks, seconds = asyncio.run(measured(cycles))
         report(figure, growth, tasks, seconds)
         assert_no_leak(growth, tasks)
 
@@ -139,17 +150,7 @@ class TestStartScrapeClose:
                 assert 200 == (await get(port)).status
                 await runner.cleanup()
 
-        async def main() -> tuple[Resources, int, float]:
-            await fill_default_executor()
-            await cycles(WARMUP)
-            before, tasks_before = Resources.now(), len(asyncio.all_tasks())
-            started = time.perf_counter()
-            await cycles(CYCLES)
-            seconds = time.perf_counter() - started
-            await asyncio.sleep(0.1)
-            return Resources.now() - before, len(asyncio.all_tasks()) - tasks_before, seconds
-
-        growth, tasks, seconds = asyncio.run(main())
+        growth, tasks, seconds = asyncio.run(measured(cycles))
         report(figure, growth, tasks, seconds)
         assert_no_leak(growth, tasks)
 
@@ -172,17 +173,10 @@ class TestStartScrapeClose:
                 registry=registry,
                 service_discovery=FileSD(tmp_path, slot="worker"),
             )
-            await fill_default_executor()
-            await cycles(WARMUP)
-            before, tasks_before = Resources.now(), len(asyncio.all_tasks())
-            started = time.perf_counter()
-            await cycles(CYCLES)
-            seconds = time.perf_counter() - started
-            await asyncio.sleep(0.1)
-            growth = Resources.now() - before
-            tasks = len(asyncio.all_tasks()) - tasks_before
-            await worker.close()
-            return growth, tasks, seconds
+            try:
+                return await measured(cycles)
+            finally:
+                await worker.close()
 
         growth, tasks, seconds = asyncio.run(main())
         report(figure, growth, tasks, seconds)

@@ -31,7 +31,7 @@ pytest.importorskip("hypothesis")
 trustme = pytest.importorskip("trustme")
 
 from aiohttp import web  # noqa: E402
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from prometheus_client import CollectorRegistry, Counter  # noqa: E402
 
@@ -57,21 +57,13 @@ from .mounts import (  # noqa: E402
     ServerLog,
     started,
 )
-from .resources import LONG, scaled  # noqa: E402
+from .properties import HYPOTHESIS  # noqa: E402
+from .resources import scaled  # noqa: E402
 
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-
-EXAMPLES = scaled(25, 500)
-HYPOTHESIS = settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    derandomize=not LONG,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
 
 USERNAME = "prometheus"
 PASSWORD = "pw-Sekr1t-8d1c"
@@ -555,13 +547,15 @@ class TestNothingSecretShown:
         silent = socket.socket()
         silent.bind(("127.0.0.1", 0))
         silent.listen()
+        # Bound, never listening: connections are refused, and no other test's
+        # socket can take the port meanwhile (one closed at once could be reused).
         closed = socket.socket()
         closed.bind(("127.0.0.1", 0))
         closed_port = closed.getsockname()[1]
-        closed.close()
         try:
             asyncio.run(main(consul, refusing, closed_port, silent.getsockname()[1]))
         finally:
+            closed.close()
             silent.close()
             consul.close()
             refusing.close()
@@ -615,10 +609,9 @@ class TestNothingSecretShown:
             silent = socket.socket()
             silent.bind(("127.0.0.1", 0))
             silent.listen()
-            closed = socket.socket()
+            closed = socket.socket()  # bound, never listening: refused
             closed.bind(("127.0.0.1", 0))
             closed_port = closed.getsockname()[1]
-            closed.close()
             targets = [
                 (f"127.0.0.1:{port}", CREDENTIALS["basic"]),
                 (f"http://127.0.0.1:{port}", CREDENTIALS["bearer"]),
@@ -641,6 +634,7 @@ class TestNothingSecretShown:
                         except Exception as error:
                             errors.append(error)
             finally:
+                closed.close()
                 silent.close()
                 await runner.cleanup()
 
