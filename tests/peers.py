@@ -106,16 +106,21 @@ def wait_for(condition: Callable[[], Any], *, timeout: float, what: str) -> Any:
     pytest.fail(f"timed out after {timeout}s waiting for {what} (last error: {last_error!r})")
 
 
-def _bounded(command: list[str]) -> list[str]:
+def _bounded(command: list[str], lifetime: float) -> list[str]:
     timeout = shutil.which("timeout")
-    return [timeout, "--signal=KILL", str(LIFETIME), *command] if timeout else command
+    return [timeout, "--signal=KILL", str(lifetime), *command] if timeout else command
 
 
 @contextlib.contextmanager
-def running(command: list[str], **kwargs: Any) -> Iterator[subprocess.Popen[str]]:
-    """Run *command* for the duration of the block, then stop it."""
+def running(
+    command: list[str], *, lifetime: float = LIFETIME, **kwargs: Any
+) -> Iterator[subprocess.Popen[str]]:
+    """Run *command* for the duration of the block, then stop it.
+
+    It is killed after *lifetime* seconds anyway, should the test run die first.
+    """
     process = subprocess.Popen(
-        _bounded(command),
+        _bounded(command, lifetime),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -215,8 +220,14 @@ def victoria_metrics(tmp_path: Path, scrape_configs: list[dict[str, Any]]) -> It
 
 
 @contextlib.contextmanager
-def prometheus(tmp_path: Path, scrape_configs: list[dict[str, Any]]) -> Iterator[Prometheus]:
-    """Run Debian's Prometheus with *scrape_configs*, scraping every second."""
+def prometheus(
+    tmp_path: Path, scrape_configs: list[dict[str, Any]], *, lifetime: float = LIFETIME
+) -> Iterator[Prometheus]:
+    """Run Debian's Prometheus with *scrape_configs*, scraping every second.
+
+    A test that needs it longer than LIFETIME seconds (the long soak) says so
+    with *lifetime*.
+    """
     binary = require_binary("prometheus")
     config = tmp_path / "prometheus.yml"
     # JSON is YAML: no YAML library needed.
@@ -236,15 +247,17 @@ def prometheus(tmp_path: Path, scrape_configs: list[dict[str, Any]]) -> Iterator
         f"--web.listen-address=127.0.0.1:{port}",
         "--log.level=warn",
     ]
-    with _serving(command, port, "/-/ready") as server:
+    with _serving(command, port, "/-/ready", lifetime) as server:
         yield server
 
 
 @contextlib.contextmanager
-def _serving(command: list[str], port: int, ready_path: str) -> Iterator[Prometheus]:
+def _serving(
+    command: list[str], port: int, ready_path: str, lifetime: float = LIFETIME
+) -> Iterator[Prometheus]:
     """Run a Prometheus-compatible server until the block ends, once it answers *ready_path*."""
     name = Path(command[0]).name
-    with running(command) as process:
+    with running(command, lifetime=lifetime) as process:
         url = f"http://127.0.0.1:{port}"
 
         def ready() -> bool:

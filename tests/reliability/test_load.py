@@ -95,6 +95,30 @@ def full_collections() -> Iterator[FullCollections]:
         gc.callbacks.remove(counter)
 
 
+async def run_scrapers(port: int) -> dict:
+    """Run SCRAPERS scrapers for SECONDS in a process of their own; return their summary."""
+    scrapers = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.reliability.scrapers",
+        str(port),
+        str(SCRAPERS),
+        str(SECONDS),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        # The scrapers check their answers between rounds: that takes a while too.
+        stdout, stderr = await asyncio.wait_for(scrapers.communicate(), 5 * SECONDS + 120)
+    finally:
+        if scrapers.returncode is None:  # timed out: never leave them scraping
+            scrapers.kill()
+            await scrapers.wait()
+    assert 0 == scrapers.returncode, stderr.decode()
+    return json.loads(stdout)
+
+
 class TestConcurrentScrapers:
     def test_64_scrapers_while_mutating(self, figure):
         """64 scrapers for a while: no error, every answer parses, no counter goes down."""
@@ -119,27 +143,17 @@ class TestConcurrentScrapers:
                     latency.labels(random.choice(routes)).observe(0.001)
 
             watcher = asyncio.create_task(loop_mutations_and_lag())
-            # What the application's own threads cost the loop, before any scrape.
-            await asyncio.sleep(BASELINE_SECONDS)
-            baseline = sorted(lags)
-            lags.clear()
-            scrapers = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "tests.reliability.scrapers",
-                str(server.socket.port),
-                str(SCRAPERS),
-                str(SECONDS),
-                cwd=ROOT,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-            )
-            stdout, stderr = await asyncio.wait_for(scrapers.communicate(), SECONDS + 120)
-            stop.set()
-            await watcher
-            await server.close()
-            assert 0 == scrapers.returncode, stderr.decode()
-            return json.loads(stdout), baseline, sorted(lags)
+            try:
+                # What the application's own threads cost the loop, before any scrape.
+                await asyncio.sleep(BASELINE_SECONDS)
+                baseline = sorted(lags)
+                lags.clear()
+                summary = await run_scrapers(server.socket.port)
+            finally:  # a failure leaves no server behind for the next test to trip on
+                stop.set()
+                await watcher
+                await server.close()
+            return summary, baseline, sorted(lags)
 
         threads = [threading.Thread(target=mutator, args=(n,)) for n in range(MUTATING_THREADS)]
         for thread in threads:

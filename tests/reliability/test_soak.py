@@ -22,12 +22,14 @@ pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).parent.parent.parent
 SOAK_SECONDS = scaled(40, 600)
+LIFETIME = SOAK_SECONDS + 300
+"""Seconds each process of the soak may live (peers.LIFETIME is shorter than the long soak)."""
 
 
 @contextlib.contextmanager
 def soak_app(kind: str, *args: str):
     command = [sys.executable, "-m", "tests.reliability.soak_apps", kind, *args]
-    with running(command, cwd=ROOT) as app:
+    with running(command, cwd=ROOT, lifetime=LIFETIME) as app:
         assert app.stdout is not None
         line = app.stdout.readline()
         if not line:
@@ -43,7 +45,7 @@ def fan_in(directory: Path, *options: str):
         sys.executable, "-m", "promloop", "fanin", str(directory),
         "--addr", "127.0.0.1", "--port", str(port), *options,
     ]  # fmt: skip
-    with running(command) as process:
+    with running(command, lifetime=LIFETIME) as process:
         assert process.stdout is not None
         line = process.stdout.readline()
         if "Serving metrics at" not in line:
@@ -81,7 +83,7 @@ class TestSoak:
                 }
                 for name, port in ports.items()
             ]
-            with prometheus(tmp_path, scrape_configs) as server:
+            with prometheus(tmp_path, scrape_configs, lifetime=LIFETIME) as server:
                 server.wait_until_up(len(ports))
                 started = time.monotonic()
                 time.sleep(SOAK_SECONDS)
