@@ -8,11 +8,14 @@ event loop, and is scraped over HTTP.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import gzip
 import json
 import logging
 import os
+import pathlib
+import socket
 import threading
 
 import pytest
@@ -32,7 +35,7 @@ from prometheus_client.parser import text_string_to_metric_families as text_fami
 
 from promloop import BasicAuth, BearerToken, _exposition, _merge
 from promloop._file_sd import Target
-from promloop.aio import _fleet
+from promloop.aio import _fanin_server, _fleet
 from promloop.aio.fanin import start_fanin
 from promloop.aio.sd import FileSD
 from promloop.aio.web import start_http_server
@@ -178,6 +181,44 @@ async def misbehaving():
         yield f"127.0.0.1:{runner.addresses[0][1]}"
     finally:
         await runner.cleanup()
+
+
+async def hang_up(reader, writer):
+    """Answer the start of a 100 kB OpenMetrics answer, then hang up."""
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n"
+        b"Content-Type: application/openmetrics-text; version=1.0.0\r\n\r\n# HELP a"
+    )
+    await writer.drain()
+    writer.transport.abort()
+
+
+@contextlib.contextmanager
+def targets_elsewhere():
+    """Serve the bad targets, and one that hangs up mid-answer, from a thread's event loop.
+
+    Yield the bad targets' address and the other's.
+    """
+    ready = concurrent.futures.Future()
+    stop = threading.Event()
+
+    async def serve():
+        cutting = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+        async with misbehaving() as address:
+            ready.set_result((address, f"127.0.0.1:{cutting.sockets[0].getsockname()[1]}"))
+            while not stop.is_set():
+                await asyncio.sleep(0.05)
+        cutting.close()
+        await cutting.wait_closed()
+
+    thread = threading.Thread(target=asyncio.run, args=(serve(),), name="bad-targets")
+    thread.start()
+    try:
+        yield ready.result(30)
+    finally:
+        stop.set()
+        thread.join(30)
 
 
 class TestMerging:
@@ -360,6 +401,137 @@ class TestNegotiation:
         status, _, _ = run(main())
 
         assert 400 == status
+
+
+class TestOffTheLoop:
+    """Work that grows with the answers or the targets is done outside the event loop."""
+
+    def test_heavy_work_runs_in_render_threads(self, tmp_path, monkeypatch):
+        """Reading, joining, merging, encoding, gzip and /targets JSON never run on the loop."""
+        where: dict[str, set[int]] = {}
+
+        def spy(owner, name):
+            original = getattr(owner, name)
+
+            def recorded(*args, **kwargs):
+                where.setdefault(name, set()).add(threading.get_ident())
+                return original(*args, **kwargs)
+
+            monkeypatch.setattr(owner, name, recorded)
+
+        spy(_fleet.TargetDirectory, "read")
+        spy(_fleet._Outcome, "take")
+        spy(_merge.Merger, "merge")
+        spy(_merge.Merged, "expose")
+        spy(_merge, "_encode")
+        spy(_fleet, "encoded")
+        spy(_fleet.Fleet, "_targets_json")
+        registry = jobs(1)
+        big = Gauge("big", "Many series.", ["n"], registry=registry)
+        for n in range(2000):
+            big.labels(str(n)).set(n)
+
+        async def main():
+            one = await worker(tmp_path, registry)
+            async with fanin(tmp_path) as server:
+                await fetch(server.metrics_url, {**OPENMETRICS, "Accept-Encoding": "gzip"})
+                await fetch(server.metrics_url)
+                await fetch(server.url + "targets")
+            await one.close()
+            return threading.get_ident()
+
+        loop_thread = run(main())
+
+        assert {"read", "take", "merge", "expose", "_encode", "encoded", "_targets_json"} == set(
+            where
+        )
+        assert all(loop_thread not in threads for threads in where.values()), where
+
+    def test_large_answer_is_sent_a_slice_per_turn(self, tmp_path, monkeypatch):
+        """A large answer goes out a slice at a time, other tasks running between slices."""
+        monkeypatch.setattr(_fanin_server, "SENT_AT_A_TIME", 4096)
+        ticks = 0
+        seen: list[tuple[int, int]] = []  # (slice size, ticks so far) at each write
+        original = web.StreamResponse.write
+
+        async def write(self, data):
+            seen.append((len(data), ticks))
+            await original(self, data)
+
+        monkeypatch.setattr(web.StreamResponse, "write", write)
+        registry = jobs(1)
+        big = Gauge("big", "Many series.", ["n"], registry=registry)
+        for n in range(2000):
+            big.labels(str(n)).set(n)
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        async def main():
+            one = await worker(tmp_path, registry)
+            async with fanin(tmp_path) as server:
+                task = asyncio.ensure_future(ticker())
+                answer = await fetch(server.metrics_url)
+                head = await fetch_head(server.metrics_url)
+                task.cancel()
+            await one.close()
+            return answer, head
+
+        (status, _, body), (head_status, head_length) = run(main())
+        sizes = [size for size, _ in seen]
+        counts = [count for _, count in seen]
+
+        assert 200 == status
+        assert 2000.0 == len([k for k in samples(body) if k[0] == "big"])
+        assert len(body) == sum(sizes)
+        assert 4096 == max(sizes)
+        assert len(counts) == len(set(counts))  # the ticker ran between every two slices
+        assert 200 == head_status  # HEAD: the headers of the whole answer, no body
+        assert int(head_length) > 4096
+
+    def test_scraper_hanging_up_mid_answer(self, tmp_path, monkeypatch, caplog):
+        """A scraper that hangs up mid-answer is no error: nothing logged, the next one served."""
+        monkeypatch.setattr(_fanin_server, "SENT_AT_A_TIME", 4096)
+        writes = 0
+        original = web.StreamResponse.write
+
+        async def write(self, data):
+            nonlocal writes
+            writes += 1
+            if writes == 3:
+                raise ConnectionResetError("Cannot write to closing transport")
+            await original(self, data)
+
+        monkeypatch.setattr(web.StreamResponse, "write", write)
+        registry = jobs(1)
+        big = Gauge("big", "Many series.", ["n"], registry=registry)
+        for n in range(2000):
+            big.labels(str(n)).set(n)
+
+        async def main():
+            one = await worker(tmp_path, registry)
+            async with fanin(tmp_path) as server:
+                with contextlib.suppress(aiohttp.ClientError):
+                    await fetch(server.metrics_url)
+                answer = await fetch(server.metrics_url)
+            await one.close()
+            return answer
+
+        with caplog.at_level(logging.DEBUG):
+            status, _, body = run(main())
+
+        assert 200 == status
+        assert b"big{" in body
+        assert [] == [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def fetch_head(url):
+    """Return the status and Content-Length of a HEAD request."""
+    async with aiohttp.ClientSession() as session, session.head(url, headers=TEXT) as response:
+        return response.status, response.headers["Content-Length"]
 
 
 class TestPages:
@@ -683,6 +855,52 @@ class TestLifecycle:
         assert [] == list(registry.collect())  # the same registry can serve another fan-in
         assert [] == tasks
         assert [] == [t.name for t in threading.enumerate() if t.name.startswith("promloop-fanin")]
+
+    def test_bad_targets_leak_nothing(self, tmp_path):
+        """Bad targets leave no descriptor, thread or task behind, running or closed.
+
+        Targets that refuse, hang, send 10 MB or garbage, or hang up
+        mid-answer; they run in a loop of their own, so that every task left
+        in the test's loop would be the fan-in's.
+        """
+        refusing = socket.socket()
+        refusing.bind(("127.0.0.1", 0))  # bound but not listening: connections are refused
+
+        def descriptors():
+            return len(list(pathlib.Path("/proc/self/fd").iterdir()))
+
+        def fanin_threads():
+            return [t.name for t in threading.enumerate() if t.name.startswith("promloop-fanin")]
+
+        async def main(address, cutting):
+            for handler in BAD_TARGETS:
+                path = f"/{handler.__name__}"
+                target_file(tmp_path, f"{handler.__name__}.json", address, __metrics_path__=path)
+            target_file(tmp_path, "refused.json", "{}:{}".format(*refusing.getsockname()))
+            target_file(tmp_path, "cut.json", cutting)
+            one = await worker(tmp_path, jobs(1))
+            before = descriptors()
+            server = await start_fanin(tmp_path, addr="127.0.0.1", scrape_timeout=0.3)
+            counts = []
+            for _ in range(8):
+                assert 200 == (await fetch(server.metrics_url))[0]
+                counts.append(descriptors())
+            threads = fanin_threads()
+            await server.close()
+            closed = descriptors()
+            await one.close()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            return before, counts, threads, closed, tasks
+
+        with targets_elsewhere() as (address, cutting):
+            before, counts, threads, closed, tasks = run(main(address, cutting))
+        refusing.close()
+
+        assert counts[2] == counts[-1]  # no growth from scrape to scrape
+        assert len(threads) <= _fleet.RENDER_THREADS
+        assert before == closed
+        assert [] == tasks
+        assert [] == fanin_threads()
 
     def test_close_during_a_scrape(self, tmp_path):
         """A scrape waiting for a silent worker ends when the fan-in closes; close is prompt."""

@@ -32,6 +32,7 @@ from prometheus_client.openmetrics import parser as om_parser
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample, Timestamp
 
+from promloop import _merge
 from promloop._merge import Merged, Merger, Scrape
 from promloop._render import render
 
@@ -500,6 +501,20 @@ class TestConflicts:
 
 
 class TestExpose:
+    @pytest.mark.parametrize(("openmetrics", "escaping"), FORMATS)
+    def test_encoded_a_slice_at_a_time(self, openmetrics, escaping, monkeypatch):
+        """Encoded in slices (so that the event loop gets the GIL between them), the same bytes."""
+        workers = tricky_workers()
+        whole = Merger().merge(scrapes(workers)).expose(openmetrics=openmetrics, escaping=escaping)
+        monkeypatch.setattr(_merge, "_SLICE_CHARACTERS", 64)
+        pauses = []
+        monkeypatch.setattr(_merge.Pacer, "__call__", lambda self: pauses.append(1))
+
+        sliced = Merger().merge(scrapes(workers)).expose(openmetrics=openmetrics, escaping=escaping)
+
+        assert whole == sliced
+        assert len(pauses) > len(whole) // 256
+
     def test_names_restrict(self):
         """name[] keeps only the samples named, as prometheus_client does."""
         workers = tricky_workers(2)

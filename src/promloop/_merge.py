@@ -109,6 +109,7 @@ from ._openmetrics_reader import (
     read,
 )
 from ._render import render
+from ._render.pacing import Pacer
 
 
 if TYPE_CHECKING:
@@ -118,6 +119,9 @@ if TYPE_CHECKING:
 _log = logging.getLogger("promloop")
 
 _ESCAPINGS: Final = frozenset({ALLOWUTF8, "underscores", "dots", "values"})
+_SLICE_CHARACTERS: Final = 1 << 18
+"""Text encoded at a time: ``str.join`` and ``str.encode`` keep the GIL from the
+event loop for as long as they take (about a millisecond here)."""
 _CONFLICTS_LOGGED: Final = 4096
 """Conflicts remembered as logged: there may be many, coming and going."""
 
@@ -188,7 +192,9 @@ class Merger:
         answers: dict[str, tuple[Labels, Exposition]] = {}
         owners: dict[Labels, str] = {}
         labelled_ = not self.aggregate or self.gauges == "per-worker"
+        pace = Pacer()
         for scrape in scrapes:
+            pace()
             labels = _target_labels(scrape.labels)
             earlier = owners.setdefault(labels, scrape.target) if labelled_ else scrape.target
             if scrape.body is None:
@@ -298,15 +304,36 @@ class Merged:
         writer = Writer(openmetrics=openmetrics, escaping=escaping)
         own = [family for registry in extra for family in _own_families(registry)]
         taken = frozenset[str]().union(*(family.header.sample_names() for family in own))
+        pace = Pacer()
         chunks: list[str] = []
+        parts: list[bytes] = []
         for family in self._families:
             if taken.isdisjoint(family.header.sample_names()):
                 _write(writer, family, chunks, names, created=created)
+                _encode(chunks, parts, pace)
         for family in own:
             _write(writer, family, chunks, names, created=created)
         if openmetrics:
             chunks.append(EOF)
-        return "".join(chunks).encode()
+        _encode(chunks, parts, pace)
+        # Unlike str.join, bytes.join lets go of the GIL while it copies megabytes.
+        return b"".join(parts)
+
+
+def _encode(chunks: list[str], parts: list[bytes], pace: Callable[[], None]) -> None:
+    """Move *chunks* into *parts*, encoded a slice at a time, pausing between slices."""
+    group: list[str] = []
+    size = 0
+    for chunk in chunks:
+        group.append(chunk)
+        size += len(chunk)
+        if size >= _SLICE_CHARACTERS:
+            parts.append("".join(group).encode())
+            group, size = [], 0
+            pace()
+    if group:
+        parts.append("".join(group).encode())
+    chunks.clear()
 
 
 def _write(

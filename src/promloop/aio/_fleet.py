@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import json
 import logging
 import math
 import threading
@@ -78,14 +79,24 @@ class _Closing(Exception):  # noqa: N818 -- a signal, not an error
 
 
 class _Outcome:
-    """One worker's answer to one round: its body (None if it failed), how long, and why not."""
+    """One worker's answer to one round: its body (None if it failed), how long, and why not.
 
-    __slots__ = ("body", "error", "seconds")
+    The body stays in the pieces that arrived until :meth:`take` joins them,
+    in a render thread: joining (and freeing) megabytes is not the event
+    loop's work.
+    """
 
-    def __init__(self, body: bytes | None, seconds: float, error: str = "") -> None:
-        self.body = body
+    __slots__ = ("chunks", "error", "seconds")
+
+    def __init__(self, chunks: list[bytes] | None, seconds: float, error: str = "") -> None:
+        self.chunks = chunks
         self.seconds = seconds
         self.error = error
+
+    def take(self) -> bytes | None:
+        """Return the body, joined, and forget the pieces (call it off the loop)."""
+        chunks, self.chunks = self.chunks, None
+        return None if chunks is None else b"".join(chunks)
 
 
 class _TargetStatus(Collector):
@@ -263,13 +274,18 @@ class Fleet:
         """
         return min(self.scrape_timeout, scrape_seconds(scraper_timeout) * WORKERS_SHARE)
 
-    async def live_targets(self) -> list[Target]:
-        """Read the directory, removing the files of dead processes; return the rest."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._live_targets)
+    async def targets_json(self) -> bytes:
+        """Return the live targets in ``http_sd_configs`` JSON; remove dead processes' files.
 
-    def _live_targets(self) -> list[Target]:
-        return [t for t in self._read() if not self.directory.remove_if_stale(t)]
+        Read and written in a render thread, however many targets there are.
+        """
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._targets_json)
+
+    def _targets_json(self) -> bytes:
+        live = [t for t in self._read() if not self.directory.remove_if_stale(t)]
+        groups = [{"targets": [t.address], "labels": dict(t.labels)} for t in live]
+        return json.dumps(groups).encode()
 
     def _read(self) -> list[Target]:
         """Read the directory; if it cannot be read, return the last targets read.
@@ -298,10 +314,11 @@ class Fleet:
         scrapes: list[Scrape] = []
         kept: list[tuple[Target, _Outcome]] = []
         for target, outcome in zip(targets, outcomes, strict=True):
-            if outcome.body is None and self.directory.remove_if_stale(target):
+            body = outcome.take()
+            if body is None and self.directory.remove_if_stale(target):
                 continue  # its process is dead: not a target any more
             kept.append((target, outcome))
-            scrapes.append(Scrape(target.identity, target.labels, outcome.body))
+            scrapes.append(Scrape(target.identity, target.labels, body))
         # The workers were asked for these names only: in aggregate mode, the
         # merger keeps their other samples' last values for when they leave.
         merged = self.merger.merge(scrapes, names=asked or None)
@@ -390,12 +407,12 @@ class Fleet:
                 allow_redirects=False,
             ) as response:
                 error = _refusal(response)
-                body = None if error else await _read_body(response)
+                chunks = None if error else await _read_body(response)
         except (aiohttp.ClientError, OSError, ValueError) as failure:
-            error, body = f"scrape failed: {str(failure) or type(failure).__name__}", None
+            error, chunks = f"scrape failed: {str(failure) or type(failure).__name__}", None
         except _TooLarge:
-            error, body = f"answer larger than {MAX_ANSWER_BYTES} bytes", None
-        return _Outcome(body, perf_counter() - started, error)
+            error, chunks = f"answer larger than {MAX_ANSWER_BYTES} bytes", None
+        return _Outcome(chunks, perf_counter() - started, error)
 
 
 def forwarded(names: frozenset[str]) -> frozenset[str]:
@@ -429,13 +446,16 @@ def _refusal(response: aiohttp.ClientResponse) -> str:
     return ""
 
 
-async def _read_body(response: aiohttp.ClientResponse) -> bytes:
-    body = bytearray()
+async def _read_body(response: aiohttp.ClientResponse) -> list[bytes]:
+    """Return the body in the pieces that arrived (a render thread joins them)."""
+    chunks: list[bytes] = []
+    size = 0
     async for chunk in response.content.iter_any():
-        body += chunk
-        if len(body) > MAX_ANSWER_BYTES:
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > MAX_ANSWER_BYTES:
             raise _TooLarge
-    return bytes(body)
+    return chunks
 
 
 def _done(reply: Reply) -> concurrent.futures.Future[Reply]:
