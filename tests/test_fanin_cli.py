@@ -23,7 +23,7 @@ from promloop import BasicAuth, BearerToken, _cli
 from promloop.aio import _fanin_process
 from promloop.aio.fanin import FanInProcess, start_fanin_in_process
 
-from .peers import http_get, wait_for
+from .peers import http_get, port_is_free, wait_for
 
 
 def cli(*args: str, **kwargs):
@@ -283,6 +283,27 @@ class TestStartFaninInProcess:
         assert b"promloop_fanin_target_up{" not in body  # no targets yet
         assert not fanin.running
         assert f"<FanInProcess {fanin.pid} {fanin.metrics_url}>" == repr(fanin)
+
+    def test_leaves_nothing(self, tmp_path):
+        """Closed, failed or too slow: no child, no pipe in this process, the port free."""
+
+        def descriptors():
+            return sorted(os.listdir("/proc/self/fd"))  # noqa: PTH208 -- names, not paths
+
+        before = descriptors()
+        fanin = start_fanin_in_process(tmp_path, addr="127.0.0.1")
+        port = int(fanin.metrics_url.split(":")[2].split("/")[0])
+        try:
+            with pytest.raises(RuntimeError, match="exited"):
+                start_fanin_in_process(tmp_path, addr="127.0.0.1", port=port)
+            with pytest.raises(RuntimeError, match="did not listen within"):
+                start_fanin_in_process(tmp_path, start_timeout=0.001)
+        finally:
+            fanin.close()
+
+        assert before == descriptors()
+        assert child_has_exited(fanin.pid)
+        assert port_is_free(port)
 
     @pytest.mark.parametrize("auth", [BasicAuth("prometheus", "s3:cret"), BearerToken("t0ken")])
     def test_credentials_travel_in_the_environment(self, tmp_path, auth):
