@@ -528,6 +528,15 @@ class TestOffTheLoop:
         assert [] == [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
 
 
+async def settled(condition, within=10.0):
+    """Tell whether *condition()* holds, now or within *within* seconds."""
+    for _ in range(int(within / 0.01)):
+        if condition():
+            return True
+        await asyncio.sleep(0.01)
+    return condition()
+
+
 async def fetch_head(url):
     """Return the status and Content-Length of a HEAD request."""
     async with aiohttp.ClientSession() as session, session.head(url, headers=TEXT) as response:
@@ -881,24 +890,25 @@ class TestLifecycle:
             one = await worker(tmp_path, jobs(1))
             before = descriptors()
             server = await start_fanin(tmp_path, addr="127.0.0.1", scrape_timeout=0.3)
-            counts = []
             for _ in range(8):
                 assert 200 == (await fetch(server.metrics_url))[0]
-                counts.append(descriptors())
+            # Sockets are closed a turn or two of the loop after their answers:
+            # what is left once they are is the listening socket.
+            running = await settled(lambda: descriptors() == before + 1)
             threads = fanin_threads()
             await server.close()
-            closed = descriptors()
+            closed = await settled(lambda: descriptors() == before)
             await one.close()
             tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            return before, counts, threads, closed, tasks
+            return running, threads, closed, tasks
 
         with targets_elsewhere() as (address, cutting):
-            before, counts, threads, closed, tasks = run(main(address, cutting))
+            running, threads, closed, tasks = run(main(address, cutting))
         refusing.close()
 
-        assert counts[2] == counts[-1]  # no growth from scrape to scrape
+        assert running  # no descriptor left by the scrapes
         assert len(threads) <= _fleet.RENDER_THREADS
-        assert before == closed
+        assert closed
         assert [] == tasks
         assert [] == fanin_threads()
 
