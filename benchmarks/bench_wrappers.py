@@ -34,6 +34,7 @@ the least disturbed.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import statistics
 import sys
 import timeit
@@ -52,6 +53,8 @@ from promloop._recipes import COUNT, TIME, TRACK, make_recipe
 from promloop._templates import COROUTINE_FUNCTION_TEMPLATES
 from promloop._templating import specialize
 from promloop._wrappers import probed_coroutine_function
+from promloop.aio import time as imported_time
+from promloop.aio import track_inprogress as imported_track
 
 
 if TYPE_CHECKING:
@@ -492,6 +495,82 @@ def template_rows(m: Metrics) -> list[Row]:
     return rows
 
 
+# --- where the rest goes: the rows that miss their goal, taken apart -------------------
+
+
+def floor_rows(m: Metrics) -> list[Row]:
+    """Hand-written variants that show what the rows short of their goal pay for.
+
+    The one-shot forms: promloop called by its imported name, and as ``aio.time``
+    (an attribute of :mod:`promloop.aio`, whose module ``__getattr__`` -- which
+    loads ``promloop.aio.web`` and the other aiohttp modules on first use -- stops
+    CPython from specializing the look-up).  ``count_exceptions()`` on a raising
+    call: hand-written wrappers with the function's exact parameters, counting
+    every ``Exception``, or every exception but asyncio's cancellation (promloop's
+    default leaves all cancellation uncounted: trio's, Twisted's, groups of them).
+    """
+    one_time, one_track = aio_one_time(m).variants, aio_one_track(m).variants
+
+    async def time_imported() -> int:
+        return await imported_time(m.histogram, work())
+
+    async def track_imported() -> int:
+        return await imported_track(m.gauge, work())
+
+    raising = aio_count_raising(m).variants
+    counter = m.counter
+
+    async def exact_exception() -> int:
+        try:
+            return await broken()
+        except Exception:
+            counter.inc()
+            raise
+
+    async def exact_base_exception() -> int:
+        try:
+            return await broken()
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            counter.inc()
+            raise
+
+    return [
+        Row(
+            "aio await time(m, coro)",
+            {
+                "bare": one_time["bare"],
+                "inline": one_time["inline"],
+                "hand helper": one_time["hand"],
+                "promloop, time(...)": driven(time_imported),
+                "promloop, aio.time(...)": one_time["promloop"],
+            },
+        ),
+        Row(
+            "aio await track_inprogress(m, coro)",
+            {
+                "bare": one_track["bare"],
+                "inline": one_track["inline"],
+                "hand helper": one_track["hand"],
+                "promloop, track_inprogress(...)": driven(track_imported),
+                "promloop, aio.track_inprogress(...)": one_track["promloop"],
+            },
+        ),
+        Row(
+            "aio @count_exceptions, raising",
+            {
+                "bare": raising["bare"],
+                "inline": raising["inline"],
+                "hand, *args, **kwargs": raising["hand"],
+                "hand, exact parameters": driven_raising(exact_exception),
+                "hand, exact, cancellation apart": driven_raising(exact_base_exception),
+                "promloop": raising["promloop"],
+            },
+        ),
+    ]
+
+
 # --- measuring and reporting --------------------------------------------------------
 
 
@@ -552,6 +631,12 @@ def main() -> None:
     if tx is not None:
         rows += tx_rows(Metrics.fresh())
 
+    print_goal_table(rows, options.rows, number, rounds)
+    print_template_table(options.rows, number, rounds)
+    print_floor_table(options.rows, number, rounds)
+
+
+def print_goal_table(rows: list[Row], only: str, number: int, rounds: int) -> None:
     peer = "prometheus-async" if peer_aio else "prometheus-async not installed"
     print(f"Python {sys.version.split()[0]}; {rounds} interleaved rounds of {number} calls; {peer}")
     print(
@@ -568,7 +653,7 @@ def main() -> None:
     print("-" * len(header))
     misses = []
     for row in rows:
-        if options.rows not in row.name:
+        if only not in row.name:
             continue
         timings = Timings(row, number, rounds)
         best = timings.best
@@ -587,6 +672,8 @@ def main() -> None:
     print()
     print("Rows that miss their goal in this run (best round):", ", ".join(misses) or "none")
 
+
+def print_template_table(only: str, number: int, rounds: int) -> None:
     print()
     print("What the generated code saves: the decorators above made three ways")
     print()
@@ -598,7 +685,7 @@ def main() -> None:
     print(f"{'':66}| {'best median':>14} {'best median':>17} {'best median':>20}")
     print("-" * len(header))
     for row in template_rows(Metrics.fresh()):
-        if options.rows not in row.name:
+        if only not in row.name:
             continue
         timings = Timings(row, number, rounds)
         best = timings.best
@@ -609,6 +696,27 @@ def main() -> None:
             f" {timings.ratios('template', 'inline'):>17}"
             f" {timings.ratios('specialized', 'inline'):>20}"
         )
+
+
+def print_floor_table(only: str, number: int, rounds: int) -> None:
+    print()
+    print("Where the rest goes: the rows short of their goal, next to hand-written variants")
+    print()
+    header = f"{'row':37} {'variant':36} {'ns':>5} | {'x inline':>12}"
+    print(header)
+    print(f"{'':80}| {'best median':>12}")
+    print("-" * len(header))
+    for row in floor_rows(Metrics.fresh()):
+        if only not in row.name:
+            continue
+        timings = Timings(row, number, rounds)
+        for variant in row.variants:
+            if variant in {"bare", "inline"}:
+                continue
+            print(
+                f"{row.name:37} {variant:36} {timings.best[variant]:5.0f} |"
+                f" {timings.ratios(variant, 'inline'):>12}"
+            )
 
 
 if __name__ == "__main__":

@@ -680,6 +680,37 @@ class TestTime:
             assert 42 == run(aio.time(Broken())(succeed)())
         assert "time() for Broken 'broken_seconds' could not record" in caplog.text
 
+    @pytest.mark.parametrize(
+        ("form", "who"),
+        [
+            (aio.time, "time()"),
+            (aio.count_exceptions, "count_exceptions()"),
+            (aio.track_inprogress, "track_inprogress()"),
+        ],
+    )
+    def test_awaitable_recording_failure_names_metric(self, form, who, caplog):
+        """A one-shot form names its metric when it fails to record, on later calls too."""
+
+        class Broken:
+            _name = "broken"
+
+            def observe(self, value=None):
+                raise RuntimeError("metric broke")
+
+            def inc(self):
+                if form is aio.count_exceptions:  # else it goes up before the work
+                    self.observe()
+
+            dec = observe
+
+        metric = Broken()
+        for _ in range(2):  # the second call finds its check by id() alone
+            caplog.clear()
+            with caplog.at_level(logging.ERROR, logger="promloop"), pytest.raises(KeyError):
+                run(form(metric, fail(KeyError())))  # type: ignore[arg-type]
+
+            assert f"{who} for Broken 'broken' could not record" in caplog.text
+
     def test_recording_failure_keeps_exception(self, caplog):
         """If observe() fails after the work raised, the work's exception propagates."""
 

@@ -183,7 +183,7 @@ def _forget(kind: Kind, key: int, ref: weakref.ref[Any]) -> None:
 
 
 def _check(kind: Kind, metric: Any) -> MetricCheck:
-    who = f"{kind.name} for {describe(metric)}"
+    who = _who(kind, metric)
     for method in kind.methods:
         if not callable(getattr(metric, method, None)):
             msg = f"{who}: the metric has no {method}() method; it must be {kind.role}."
@@ -197,10 +197,23 @@ def _check(kind: Kind, metric: Any) -> MetricCheck:
     )
 
 
+def _who(kind: Kind, metric: Any) -> str:
+    return f"{kind.name} for {describe(metric)}"
+
+
 def _log_recording_failure(who: str) -> None:
     # The work is over by now: raising would replace the application's own
     # result or exception with ours, so the failure is logged instead.
     _log.exception("%s could not record; the measured call is unaffected.", who)
+
+
+def report_recording_failure(kind: Kind, metric: Any) -> None:
+    """Log that *metric* failed to record for *kind*, as its check's ``recording_failed()`` does.
+
+    For wrappers that hold the metric but not its check: the one-awaitable
+    forms' fast path, which finds the check by id() alone.
+    """
+    _log_recording_failure(_who(kind, metric))
 
 
 def describe(metric: Any) -> str:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeGuard, overload
 from .._outcomes import FAILURES
 from .._pending import NOT_STARTED, measure_awaitable, settle_awaitable
 from .._probes import make_probe
-from .._recipes import COUNT, TIME, TRACK, make_recipe
+from .._recipes import COUNT, TIME, TRACK, make_recipe, report_recording_failure
 from .._wrappers import Side, instrument
 
 
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
 
     from .._probes import Probe
-    from .._recipes import Args, Kwargs, MetricCheck, Recipe
+    from .._recipes import Args, Kwargs, Recipe
     from ..types import (
         ExceptionTypes,
         ExemplarFactory,
@@ -55,7 +55,9 @@ _CLOCK: Final = sys.modules[__name__]
 # The metrics each one-shot form has checked, by id(): an entry lives exactly
 # as long as its metric (a weak reference's callback removes it before the id
 # can be reused), so finding one is proof enough -- and the one-shot forms'
-# fast path costs a dictionary lookup, not a call.
+# fast path costs an `in` test, not a call.  On that path the call's whole
+# cost is those tests and the coroutine: benchmarks/bench_wrappers.py takes
+# it apart.
 _TIME_CHECKED: Final = TIME.plain
 _COUNT_CHECKED: Final = COUNT.plain
 _TRACK_CHECKED: Final = TRACK.plain
@@ -162,36 +164,34 @@ def _apply(recipe: Recipe, awaitable: Any) -> Any:
 
 def _measure_plainly(recipe: Recipe, awaitable: Awaitable[T]) -> Coroutine[Any, Any, T]:
     """Measure one awaitable for a recipe that records on the metric itself."""
-    metric, check = recipe.metric, recipe.check
+    metric = recipe.metric
     if recipe.kind is TIME:
-        return _timed(awaitable, metric, perf_counter(), check)
+        return _timed(awaitable, metric, perf_counter())
     if recipe.kind is COUNT:
-        return _counted(awaitable, metric, recipe.counts, check)
-    return _tracked(awaitable, metric, check)
+        return _counted(awaitable, metric, recipe.counts)
+    return _tracked(awaitable, metric)
 
 
 # --- one awaitable, for recipes that record on the metric itself -----------------
 # The metric calls inline, as one would write them by hand: this is the
 # one-shot form's whole cost, beyond the call.  A failure to record is
-# reported to the check's recording_failed(), never raised: the work is over,
-# and its own result or exception must come through.
+# logged, never raised: the work is over, and its own result or exception
+# must come through.  Who failed is worked out only then, so that the common
+# case passes nothing but the metric.
 
 
-async def _timed(awaitable: Awaitable[T], metric: Any, started: float, check: MetricCheck) -> T:
+async def _timed(awaitable: Awaitable[T], metric: Any, started: float) -> T:
     try:
         return await awaitable
     finally:
         try:
             metric.observe(perf_counter() - started)
         except Exception:  # noqa: BLE001 -- see above
-            check.recording_failed()
+            report_recording_failure(TIME, metric)
 
 
 async def _counted(
-    awaitable: Awaitable[T],
-    metric: Any,
-    counts: Callable[[BaseException], bool],
-    check: MetricCheck,
+    awaitable: Awaitable[T], metric: Any, counts: Callable[[BaseException], bool]
 ) -> T:
     try:
         return await awaitable
@@ -200,11 +200,11 @@ async def _counted(
             try:
                 metric.inc()
             except Exception:  # noqa: BLE001 -- see above
-                check.recording_failed()
+                report_recording_failure(COUNT, metric)
         raise
 
 
-async def _tracked(awaitable: Awaitable[T], metric: Any, check: MetricCheck) -> T:
+async def _tracked(awaitable: Awaitable[T], metric: Any) -> T:
     # Up when this coroutine starts running, not before: never awaited, no trace.
     metric.inc()
     try:
@@ -213,7 +213,7 @@ async def _tracked(awaitable: Awaitable[T], metric: Any, check: MetricCheck) -> 
         try:
             metric.dec()
         except Exception:  # noqa: BLE001 -- see above
-            check.recording_failed()
+            report_recording_failure(TRACK, metric)
 
 
 @overload
@@ -275,12 +275,14 @@ def time(
     .. versionchanged:: 26.0.0
        Plain and generator functions, ``labels=`` and ``exemplar=``.
     """
-    if type(future) is CoroutineType and labels is None and exemplar is None:
-        # Called before on this metric, which records directly: nothing to check.
-        check = _TIME_CHECKED.get(id(metric))
-        if check is not None:
-            coroutine: Coroutine[Any, Any, T] = future
-            return _timed(coroutine, metric, perf_counter(), check)
+    if (
+        type(future) is CoroutineType
+        and labels is None
+        and exemplar is None
+        and id(metric) in _TIME_CHECKED
+    ):
+        # Checked before, and it records directly: nothing to check again.
+        return _timed(future, metric, perf_counter())
     recipe = make_recipe(TIME, metric, labels=labels, exemplar=exemplar)
     return _apply(recipe, future)  # type: ignore[no-any-return]
 
@@ -340,12 +342,15 @@ def count_exceptions(
     .. versionchanged:: 26.0.0
        Cancellation is not counted by default; *exc* may be a tuple.
     """
-    if type(future) is CoroutineType and exc is None and labels is None and exemplar is None:
-        # Called before on this metric, which records directly: nothing to check.
-        check = _COUNT_CHECKED.get(id(metric))
-        if check is not None:
-            coroutine: Coroutine[Any, Any, T] = future
-            return _counted(coroutine, metric, FAILURES, check)
+    if (
+        type(future) is CoroutineType
+        and exc is None
+        and labels is None
+        and exemplar is None
+        and id(metric) in _COUNT_CHECKED
+    ):
+        # Checked before, and it records directly: nothing to check again.
+        return _counted(future, metric, FAILURES)
     recipe = make_recipe(COUNT, metric, exc=exc, labels=labels, exemplar=exemplar)
     return _apply(recipe, future)  # type: ignore[no-any-return]
 
@@ -399,11 +404,8 @@ def track_inprogress(
     .. versionchanged:: 26.0.0
        The awaitable form no longer leaks when the awaitable is never awaited.
     """
-    if type(future) is CoroutineType and labels is None:
-        # Called before on this metric, which records directly: nothing to check.
-        check = _TRACK_CHECKED.get(id(metric))
-        if check is not None:
-            coroutine: Coroutine[Any, Any, T] = future
-            return _tracked(coroutine, metric, check)
+    if type(future) is CoroutineType and labels is None and id(metric) in _TRACK_CHECKED:
+        # Checked before, and it records directly: nothing to check again.
+        return _tracked(future, metric)
     recipe = make_recipe(TRACK, metric, labels=labels)
     return _apply(recipe, future)  # type: ignore[no-any-return]
