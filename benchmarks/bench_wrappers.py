@@ -1,6 +1,6 @@
 """What promloop's wrappers cost per call, next to the same metric calls written inline.
 
-Run:  python benchmarks/bench_wrappers.py [--quick] [--rows TEXT]
+Run:  python benchmarks/bench_wrappers.py [--quick] [--rows TEXT] [--rounds N]
 
 Each row is one way of measuring one call, with a real prometheus_client
 metric.  Its variants do the same work, and are timed in interleaved rounds,
@@ -612,8 +612,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="few iterations: a smoke run")
     parser.add_argument("--rows", default="", help="only the rows whose name contains this")
+    parser.add_argument("--rounds", type=int, default=300, help="rounds of 500 calls per row")
     options = parser.parse_args()
-    number, rounds = (500, 3) if options.quick else (500, 300)
+    number, rounds = (500, 3) if options.quick else (500, options.rounds)
 
     metrics = Metrics.fresh()
     rows = [
