@@ -185,31 +185,89 @@ class _FullCollections:
         return self.count, self.longest
 
 
-def _waited_for_cpu() -> float:
-    """Return the seconds this process's threads have waited for a CPU (Linux), or nan.
+class _CpuWaits:
+    """How long each thread of this process has waited for a CPU so far (Linux schedstat).
 
     On a shared machine a thread that is ready to run may wait for a core
-    while other processes use both: such waits show up as stalls that no
-    server causes, and this measures them.
+    while other processes use both.  When the loop's own thread waits so,
+    or the thread holding the GIL that the loop waits for, the loop is late
+    without any server causing it.  The files stay open: reading one is a
+    ``pread`` of a few microseconds, cheap enough at every probe.
     """
-    try:
-        return (
-            sum(
-                int((task / "schedstat").read_text().split()[1])
-                for task in pathlib.Path("/proc/self/task").iterdir()
-            )
-            / 1e9
-        )
-    except (OSError, IndexError, ValueError):
-        return math.nan
+
+    def __init__(self) -> None:
+        self._files: dict[int, int] = {}
+
+    def read(self) -> dict[int, float]:
+        """Return each thread's total wait for a CPU, in seconds; empty where unknown."""
+        waits: dict[int, float] = {}
+        try:
+            threads = [int(task.name) for task in pathlib.Path("/proc/self/task").iterdir()]
+        except OSError:
+            return waits
+        for thread in threads:
+            descriptor = self._files.get(thread)
+            try:
+                if descriptor is None:
+                    path = f"/proc/self/task/{thread}/schedstat"
+                    descriptor = self._files[thread] = os.open(path, os.O_RDONLY)
+                waits[thread] = int(os.pread(descriptor, 100, 0).split()[1]) / 1e9
+            except (OSError, IndexError, ValueError):  # the thread ended meanwhile
+                if self._files.pop(thread, None) is not None:
+                    os.close(descriptor)
+        return waits
 
 
-def _thread_waited_for_cpu() -> float:
-    """Return the seconds the calling thread has waited for a CPU (Linux), or 0."""
-    try:
-        return int(pathlib.Path("/proc/thread-self/schedstat").read_text().split()[1]) / 1e9
-    except (OSError, IndexError, ValueError):
-        return 0.0
+class _Probe:
+    """The application loop's lateness, each time a 5 ms sleep wakes up.
+
+    Each lateness is kept three ways: as measured; less the time the loop's
+    thread waited for a CPU meanwhile ("own"); and less that and the
+    longest wait for a CPU of any other thread of the process meanwhile
+    ("ours"): the loop that does not wait for a CPU waits for the GIL, and
+    a thread that holds the GIL but waits for a CPU is the machine's delay,
+    not the server's.  "Ours" errs low when two of the threads waited at
+    the same time; "own" errs high.
+    """
+
+    def __init__(self) -> None:
+        self.lags: list[float] = []
+        self.own: list[float] = []
+        self.ours: list[float] = []
+        self._waits = _CpuWaits()
+        self._thread = threading.get_native_id()
+
+    def clear(self) -> None:
+        self.lags, self.own, self.ours = [], [], []
+
+    async def sample(self, measuring: bool) -> None:
+        before = self._waits.read() if measuring else {}
+        started = time.perf_counter()
+        await asyncio.sleep(0.005)
+        if not measuring:
+            return
+        lag = time.perf_counter() - started - 0.005
+        after = self._waits.read()
+        waited = {t: after[t] - before[t] for t in after if t in before}
+        own = lag - waited.pop(self._thread, 0.0)
+        self.lags.append(lag)
+        self.own.append(own)
+        self.ours.append(max(0.0, own - max(waited.values(), default=0.0)))
+
+    def report(self) -> dict[str, float]:
+        """Return the worst and 99th percentile lateness, each way, in seconds."""
+        found = {}
+        for name, values in (("", self.lags), ("own_", self.own), ("ours_", self.ours)):
+            values.sort()
+            found[f"{name}worst"] = values[-1]
+            found[f"{name}p99"] = values[int(len(values) * 0.99)]
+        return found
+
+
+def _waited_for_cpu() -> float:
+    """Return the seconds this process's threads have waited for a CPU (Linux), or nan."""
+    waits = _CpuWaits().read()
+    return sum(waits.values()) if waits else math.nan
 
 
 def serve(kind: str, series: int, freeze: bool, connection: Any) -> None:
@@ -226,8 +284,7 @@ def serve(kind: str, series: int, freeze: bool, connection: Any) -> None:
             port, close = _start_twisted(kind, registry)
         else:
             port, close = await _start(kind, registry)
-        lags: list[float] = []
-        own: list[float] = []  # each lag less the time the loop's thread waited for a CPU
+        probe = _Probe()
         collections = _FullCollections()
         connection.send(port)
         loop = asyncio.get_running_loop()
@@ -236,32 +293,21 @@ def serve(kind: str, series: int, freeze: bool, connection: Any) -> None:
             if connection.poll():
                 command = connection.recv()
                 if command == "measure":
-                    measuring, lags, own = True, [], []
+                    measuring = True
+                    probe.clear()
                     collections.start()
                     waited, began = _waited_for_cpu(), loop.time()
                 elif command == "report":
-                    lags.sort()
-                    own.sort()
-                    full = collections.stop()
-                    share = (_waited_for_cpu() - waited) / (loop.time() - began)
-                    connection.send(
-                        (
-                            lags[-1],
-                            lags[int(len(lags) * 0.99)],
-                            *full,
-                            share,
-                            own[-1],
-                            own[int(len(own) * 0.99)],
-                        )
-                    )
                     measuring = False
+                    full, longest = collections.stop()
+                    share = (_waited_for_cpu() - waited) / (loop.time() - began)
+                    found = probe.report()
+                    connection.send(
+                        {**found, "full_gcs": full, "longest_full_gc": longest, "share": share}
+                    )
                 else:
                     break
-            started, cpu_wait = loop.time(), _thread_waited_for_cpu()
-            await asyncio.sleep(0.005)
-            if measuring:
-                lags.append(loop.time() - started - 0.005)
-                own.append(lags[-1] - (_thread_waited_for_cpu() - cpu_wait))
+            await probe.sample(measuring)
         result = close()
         if asyncio.iscoroutine(result):
             await result
@@ -314,25 +360,33 @@ def server(kind: str, series: int, freeze: bool = False) -> Any:
 
 
 def stalls(
-    kind: str, freeze: bool, seconds: float, series: int = STALL_SIZE
-) -> tuple[float, float, int, float, float, float, float, list[float]]:
+    kind: str, freeze: bool, seconds: float, series: int = STALL_SIZE, *, idle: bool = False
+) -> dict[str, Any]:
     """Scrape a fresh server back to back, after one scrape to warm it up.
 
-    Return its loop's worst and p99 stall, the number of full garbage
+    Return what :meth:`_Probe.report` does, the number of full garbage
     collections in that time and the longest, the seconds its threads
-    waited for a CPU per second, the worst and p99 stall less the time the
-    loop's own thread waited for a CPU meanwhile, and each scrape's seconds.
+    waited for a CPU per second, and each scrape's seconds.  With *idle*,
+    first measure the loop as long without a scrape: the machine's own
+    noise at that time (``idle_worst`` and ``idle_p99``).
     """
     _wait_for_quiet()
     with server(kind, series, freeze) as (port, control):
+        found: dict[str, Any] = {}
+        if idle:
+            control.send("measure")
+            time.sleep(seconds)
+            control.send("report")
+            quiet = control.recv()
+            found = {"idle_worst": quiet["worst"], "idle_p99": quiet["p99"]}
         control.send("measure")
         taken = []
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             taken.append(scrape(port)[0])
         control.send("report")
-        report: tuple[float, float, int, float, float, float, float] = control.recv()
-    return (*report, taken)
+        found.update(control.recv())
+    return {**found, "taken": taken}
 
 
 QUIET = {"load": math.inf}
@@ -347,22 +401,41 @@ def _wait_for_quiet(patience: float = 900.0) -> None:
 
 def measure_large(kind: str, series: int, seconds: float, runs: int) -> dict[str, Any]:
     """Scrape a large registry back to back in *runs* fresh servers."""
-    rounds = [stalls(kind, False, seconds, series) for _ in range(runs)]
-    return {
+    rounds = [stalls(kind, False, seconds, series, idle=True) for _ in range(runs)]
+    result = {
         "series": series,
         "seconds": seconds,
         "runs": runs,
-        "scrapes": sum(len(r[7]) for r in rounds),
-        "scrape_ms": statistics.median(t for r in rounds for t in r[7]) * 1000,
-        "worst_stall_ms": statistics.median(r[0] for r in rounds) * 1000,
-        "p99_stall_ms": statistics.median(r[1] for r in rounds) * 1000,
-        "max_stall_ms": max(r[0] for r in rounds) * 1000,
-        "full_gcs": sum(r[2] for r in rounds),
-        "longest_full_gc_ms": max(r[3] for r in rounds) * 1000,
-        "waited_for_cpu_ms_per_s": statistics.median(r[4] for r in rounds) * 1000,
-        "own_worst_stall_ms": statistics.median(r[5] for r in rounds) * 1000,
-        "own_p99_stall_ms": statistics.median(r[6] for r in rounds) * 1000,
-        "own_max_stall_ms": max(r[5] for r in rounds) * 1000,
+        "scrapes": sum(len(r["taken"]) for r in rounds),
+        "scrape_ms": statistics.median(t for r in rounds for t in r["taken"]) * 1000,
+        **_summary(rounds, ""),
+    }
+    for prefix in ("idle_", "own_", "ours_"):
+        result[f"{prefix}worst_stall_ms"] = _median(rounds, f"{prefix}worst")
+        result[f"{prefix}p99_stall_ms"] = _median(rounds, f"{prefix}p99")
+        result[f"{prefix}max_stall_ms"] = max(r[f"{prefix}worst"] for r in rounds) * 1000
+    return result
+
+
+def _median(rounds: list[dict[str, Any]], key: str) -> float:
+    return statistics.median(r[key] for r in rounds) * 1000
+
+
+def _summary(rounds: list[dict[str, Any]], suffix: str) -> dict[str, Any]:
+    """Sum up the stall runs: medians of their worst stalls and p99s, and the highest."""
+    return {
+        f"worst_stall{suffix}_ms": _median(rounds, "worst"),
+        f"p99_stall{suffix}_ms": _median(rounds, "p99"),
+        f"max_stall{suffix}_ms": max(r["worst"] for r in rounds) * 1000,
+        f"full_gcs{suffix}": sum(r["full_gcs"] for r in rounds),
+        f"longest_full_gc{suffix}_ms": max(r["longest_full_gc"] for r in rounds) * 1000,
+        f"waited_for_cpu{suffix}_ms_per_s": _median(rounds, "share"),
+        f"own_worst_stall{suffix}_ms": _median(rounds, "own_worst"),
+        f"own_p99_stall{suffix}_ms": _median(rounds, "own_p99"),
+        f"own_max_stall{suffix}_ms": max(r["own_worst"] for r in rounds) * 1000,
+        f"ours_worst_stall{suffix}_ms": _median(rounds, "ours_worst"),
+        f"ours_p99_stall{suffix}_ms": _median(rounds, "ours_p99"),
+        f"ours_max_stall{suffix}_ms": max(r["ours_worst"] for r in rounds) * 1000,
     }
 
 
@@ -378,15 +451,7 @@ def measure(
 
     for freeze in (False, True):
         rounds = [stalls(kind, freeze, stall_seconds) for _ in range(STALL_ROUNDS)]
-        suffix = "_frozen" if freeze else ""
-        result[f"worst_stall{suffix}_ms"] = statistics.median(r[0] for r in rounds) * 1000
-        result[f"p99_stall{suffix}_ms"] = statistics.median(r[1] for r in rounds) * 1000
-        result[f"max_stall{suffix}_ms"] = max(r[0] for r in rounds) * 1000
-        result[f"full_gcs{suffix}"] = sum(r[2] for r in rounds)
-        result[f"longest_full_gc{suffix}_ms"] = max(r[3] for r in rounds) * 1000
-        result[f"waited_for_cpu{suffix}_ms_per_s"] = statistics.median(r[4] for r in rounds) * 1000
-        result[f"own_worst_stall{suffix}_ms"] = statistics.median(r[5] for r in rounds) * 1000
-        result[f"own_max_stall{suffix}_ms"] = max(r[5] for r in rounds) * 1000
+        result.update(_summary(rounds, "_frozen" if freeze else ""))
 
     with server(kind, STALL_SIZE) as (port, _):
         one = min(scrape(port)[0] for _ in range(3))
@@ -474,13 +539,15 @@ def print_report(results: dict[str, Any], sizes: tuple[int, ...]) -> None:
     print(
         "\nFull garbage collections during the three unfrozen stall runs and the longest;"
         " the time the server's\nthreads waited for a CPU (ms per s, median run); the worst"
-        " stall less the time the loop's own\nthread waited for a CPU (median run, and highest):"
+        " stall less the time the loop's own\nthread waited for a CPU (median run, and highest),"
+        " and less also the longest wait of another\nthread of the process (the GIL's holder):"
     )
     for name, result in results.items():
         print(
             f"{name:28} {result['full_gcs']:4d} {result['longest_full_gc_ms']:8.1f} ms"
             f" {result['waited_for_cpu_ms_per_s']:8.1f}"
             f" {result['own_worst_stall_ms']:8.1f} ({result['own_max_stall_ms']:.1f})"
+            f" {result['ours_worst_stall_ms']:8.1f} ({result['ours_max_stall_ms']:.1f})"
         )
     large = results[LARGE_VARIANTS[0]]["large"]
     print(
@@ -488,19 +555,27 @@ def print_report(results: dict[str, Any], sizes: tuple[int, ...]) -> None:
         f" in {large['runs']} fresh servers (after one warm-up scrape each):"
     )
     print(
-        f"{'server':28} {'scrapes':>7} {'scrape ms':>10} {'stall ms':>9} {'p99':>5}"
-        f" {'max':>6} {'(own':>6} {'p99':>5} {'max)':>6}"
-        f" {'full GCs':>9} {'longest':>8} {'CPU wait ms/s':>14}"
+        "Stalls in ms: worst (median run), p99 (median run), highest; the same without a"
+        " scrape (idle),\nless the loop's waits for a CPU (own), and less also the GIL"
+        " holder's (ours)."
+    )
+    print(
+        f"{'server':28} {'scrapes':>7} {'scrape ms':>10}"
+        + "".join(
+            f" {label:>6} {'p99':>5} {'max':>6}" for label in ("stall", "idle", "own", "ours")
+        )
+        + f" {'full GCs':>9} {'CPU wait ms/s':>14}"
     )
     for name in LARGE_VARIANTS:
         large = results[name]["large"]
         print(
             f"{name:28} {large['scrapes']:7d} {large['scrape_ms']:10.0f}"
-            f" {large['worst_stall_ms']:9.1f} {large['p99_stall_ms']:5.1f}"
-            f" {large['max_stall_ms']:6.1f} {large['own_worst_stall_ms']:6.1f}"
-            f" {large['own_p99_stall_ms']:5.1f} {large['own_max_stall_ms']:6.1f}"
-            f" {large['full_gcs']:9d}"
-            f" {large['longest_full_gc_ms']:6.1f} ms {large['waited_for_cpu_ms_per_s']:11.1f}"
+            + "".join(
+                f" {large[f'{prefix}worst_stall_ms']:6.1f} {large[f'{prefix}p99_stall_ms']:5.1f}"
+                f" {large[f'{prefix}max_stall_ms']:6.1f}"
+                for prefix in ("", "idle_", "own_", "ours_")
+            )
+            + f" {large['full_gcs']:9d} {large['waited_for_cpu_ms_per_s']:14.1f}"
         )
 
 
@@ -532,14 +607,16 @@ def markdown_large(results: dict[str, Any]) -> str:
     series = next(results[name]["large"]["series"] for name in LARGE_VARIANTS)
     header = f"| server | scrape of {series // 1000}k series, ms | stall"
     lines = [
-        header + ", worst / p99 (highest), ms | less the loop's waits for a CPU | full GCs |",
-        "|---|---|---|---|---|",
+        header + ", worst / p99 (highest), ms | the same loop, no scrape"
+        " | less the loop's waits for a CPU | less also the GIL holder's: ours | full GCs |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name in LARGE_VARIANTS:
         large = results[name]["large"]
         lines.append(
             f"| {name} | {large['scrape_ms']:.0f} | {_stall_cell(large, '')}"
-            f" | {_stall_cell(large, '', 'own_')} | {large['full_gcs']} |"
+            f" | {_stall_cell(large, '', 'idle_')} | {_stall_cell(large, '', 'own_')}"
+            f" | {_stall_cell(large, '', 'ours_')} | {large['full_gcs']} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -26,7 +26,7 @@ import trustme
 
 from aiohttp import web
 from multidict import CIMultiDict
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS
 
 from promloop import BasicAuth, BearerToken
@@ -171,6 +171,41 @@ class TestMakeHandler:
         assert "gzip" == headers["Content-Encoding"]
         assert b"hits_total 7.0" in text
         assert b"other" not in text
+
+    @pytest.mark.parametrize("encoding", ["identity", "gzip"])
+    def test_large_body_written_a_piece_at_a_time(self, registry, encoding):
+        """A body of many pieces is streamed, with its length: not joined, not chunked."""
+        gauge = Gauge("many", "Many.", ["id"], registry=registry)
+        for i in range(25_000):  # some 100 kB gzipped: two pieces
+            gauge.labels(str(i)).set(i / 7)
+        bodies = []
+
+        @web.middleware
+        async def spy(request, handler):
+            response = await handler(request)
+            bodies.append(response.body)
+            return response
+
+        async def main():
+            app = web.Application(middlewares=[spy])
+            app.router.add_get("/metrics", make_handler(registry))
+            runner, base = await serve_app(app)
+            headers = {"Accept-Encoding": encoding}
+            try:
+                got = await fetch(f"{base}/metrics", headers=headers)
+                head = await fetch(f"{base}/metrics", method="HEAD", headers=headers)
+            finally:
+                await runner.cleanup()
+            return got, head
+
+        (status, headers, body), (_, head_headers, head_body) = run(main())
+
+        assert 200 == status
+        assert generate_latest(registry) == (gzip.decompress(body) if encoding == "gzip" else body)
+        assert str(len(body)) == headers["Content-Length"]
+        assert "Transfer-Encoding" not in headers
+        assert (str(len(body)), b"") == (head_headers["Content-Length"], head_body)
+        assert not any(isinstance(streamed, bytes) for streamed in bodies)
 
     def test_auth(self, registry, hits):
         """With auth=, a request without credentials gets 401 and a challenge."""
@@ -456,6 +491,16 @@ class TestServerStats:
         assert 401 == refused.status
         assert "text/plain; version=0.0.4; charset=utf-8" == response.headers["Content-Type"]
         assert b"hits_total 7.0" in response.body
+
+    def test_stand_in_request_large_body(self, registry):
+        """A stand-in request's body is bytes, however many pieces the render made."""
+        gauge = Gauge("many", "Many.", ["id"], registry=registry)
+        for i in range(10_000):
+            gauge.labels(str(i)).set(i)
+
+        response = run(make_handler(registry)(SimpleNamespace(headers=CIMultiDict())))
+
+        assert generate_latest(registry) == response.body
 
     def test_mock_request(self, registry, hits):
         """A unittest.mock request is served: its made-up attributes are not taken for a path."""

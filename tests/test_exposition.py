@@ -6,6 +6,7 @@ import base64
 import gzip
 import logging
 import threading
+import zlib
 
 import pytest
 
@@ -28,17 +29,20 @@ from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPEN
 from promloop import BasicAuth, BearerToken
 from promloop._exposition import (
     DEFAULT_FORMAT,
+    GZIP_LEVEL,
     Exposition,
     Guard,
     Reply,
     SharedRenders,
+    encoded,
     gzip_accepted,
+    gzipped,
     negotiate,
     requested_names,
     scrape_seconds,
     too_slow,
 )
-from promloop._render import render
+from promloop._render import render, render_pieces
 
 from .accept_headers import PROMETHEUS_2_42
 
@@ -278,7 +282,7 @@ class TestSharedRenders:
 
         def render():
             calls.append(1)
-            return Reply(200, (), b"x")
+            return Reply(200, (), (b"x",))
 
         first = renders.submit("view", render, queued.append)
         second = renders.submit("view", render, queued.append)
@@ -294,9 +298,9 @@ class TestSharedRenders:
         renders = SharedRenders(gather=0)
         queued = []
 
-        first = renders.submit("view", lambda: Reply(200, (), b"1"), queued.append)
+        first = renders.submit("view", lambda: Reply(200, (), (b"1",)), queued.append)
         queued[0]()
-        second = renders.submit("view", lambda: Reply(200, (), b"2"), queued.append)
+        second = renders.submit("view", lambda: Reply(200, (), (b"2",)), queued.append)
 
         assert first is not second
         assert 2 == len(queued)
@@ -334,9 +338,10 @@ class TestSharedRenders:
             raise RuntimeError("executor shut down")
 
         with pytest.raises(RuntimeError, match="executor shut down"):
-            renders.submit("view", lambda: Reply(200, (), b""), refuse)
+            renders.submit("view", lambda: Reply(200, (), (b"",)), refuse)
 
-        assert b"ok" == renders.submit("view", lambda: Reply(200, (), b"ok"), run_now).result().body
+        ok = renders.submit("view", lambda: Reply(200, (), (b"ok",)), run_now)
+        assert b"ok" == ok.result().body
 
     def test_spawn_failure_after_running(self):
         """A spawn that ran the work and then raised leaves the view usable too."""
@@ -347,16 +352,17 @@ class TestSharedRenders:
             raise RuntimeError("late failure")
 
         with pytest.raises(RuntimeError, match="late failure"):
-            renders.submit("view", lambda: Reply(200, (), b""), run_then_refuse)
+            renders.submit("view", lambda: Reply(200, (), (b"",)), run_then_refuse)
 
-        assert b"ok" == renders.submit("view", lambda: Reply(200, (), b"ok"), run_now).result().body
+        ok = renders.submit("view", lambda: Reply(200, (), (b"ok",)), run_now)
+        assert b"ok" == ok.result().body
 
     def test_waiter_cannot_cancel_the_shared_render(self):
         """Cancelling one waiter's future does not cancel the render the others wait for."""
         renders = SharedRenders(gather=0)
         queued = []
 
-        future = renders.submit("view", lambda: Reply(200, (), b"x"), queued.append)
+        future = renders.submit("view", lambda: Reply(200, (), (b"x",)), queued.append)
 
         assert not future.cancel()
         queued[0]()
@@ -371,9 +377,9 @@ class TestSharedRenders:
             threading.Thread(target=work).start()
             started.set()
 
-        first = renders.submit("view", lambda: Reply(200, (), b"shared"), spawn)
+        first = renders.submit("view", lambda: Reply(200, (), (b"shared",)), spawn)
         started.wait()
-        second = renders.submit("view", lambda: Reply(200, (), b"other"), spawn)
+        second = renders.submit("view", lambda: Reply(200, (), (b"other",)), spawn)
 
         assert first is second
         assert b"shared" == second.result(timeout=10).body
@@ -393,6 +399,46 @@ class TestSharedRenders:
                 authorization=None, accept=None, accept_encoding=None, query="", spawn=spawn
             ).result(timeout=10)
             assert f"value {float(value)}".encode() in reply.body
+
+
+class TestGzipped:
+    def test_same_bytes_as_one_compression(self, registry):
+        """Compressed a piece at a time, the body is what compressing it whole gives."""
+        gauge = Gauge("many", "Many.", ["id"], registry=registry)
+        for i in range(20_000):
+            gauge.labels(str(i)).set(i / 7)
+        body = render_pieces(registry, openmetrics=False, escaping="underscores")
+        whole = b"".join(body)
+
+        found = gzipped(body)
+
+        assert zlib.compress(whole, GZIP_LEVEL, wbits=31) == b"".join(found)
+        assert whole == gzip.decompress(b"".join(found))
+        assert [] == body  # each piece let go once compressed
+        assert 1 < len(found)
+
+    def test_nothing(self):
+        """No piece at all still makes a whole gzip stream, of nothing."""
+        assert b"" == gzip.decompress(b"".join(gzipped([])))
+
+
+class TestReply:
+    def test_body_and_length(self):
+        """A reply's body is its pieces joined, and its length theirs."""
+        reply = Reply(200, (), (b"ab", b"", b"cde"))
+
+        assert (b"abcde", 5) == (reply.body, reply.length)
+
+    @pytest.mark.parametrize("compress", [False, True], ids=["plain", "gzip"])
+    def test_encoded_takes_bytes_or_pieces(self, compress):
+        """encoded() takes a whole body (the fan-in's) or pieces (a render's), to the same end."""
+        pieces = [b"x" * 70_000, b"y" * 70_000]
+
+        from_bytes = encoded(DEFAULT_FORMAT, b"".join(pieces), compress=compress)
+        from_pieces = encoded(DEFAULT_FORMAT, pieces, compress=compress)
+
+        assert from_bytes.headers == from_pieces.headers
+        assert from_bytes.body == from_pieces.body
 
 
 class TestExposition:

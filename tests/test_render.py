@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import gc
+import itertools
 import logging
 import os
 import re
 import subprocess
 import sys
-import threading
-import time
 import types
 import weakref
 
@@ -38,7 +37,9 @@ from promloop._render import (
     families,
     go_float,
     pacing,
+    pieces,
     render,
+    render_pieces,
     render_slow,
     self_check,
     streaming,
@@ -301,6 +302,61 @@ class TestRender:
         assert_same(registry, openmetrics, escaping)  # from the remembered heads
 
 
+class TestRenderPieces:
+    @pytest.mark.parametrize("openmetrics", [False, True], ids=["text", "om"])
+    def test_joined_they_are_the_render(self, openmetrics):
+        """A large registry comes in a few pieces that join into prometheus_client's bytes."""
+        registry = rich_registry()
+        many(Gauge, 5000, registry)
+        many(Histogram, 500, registry)
+
+        found = render_pieces(registry, openmetrics=openmetrics, escaping=om.UNDERSCORES)
+
+        joined = b"".join(found)
+        assert client_render(registry, openmetrics, om.UNDERSCORES) == joined
+        assert 4 < len(found) <= 2 * len(joined) // pieces.PIECE_BYTES + 1  # no crowd of small ones
+
+    def test_prometheus_client_renders_in_one_piece(self):
+        """What prometheus_client renders alone (any collector) is one piece."""
+        assert [generate_latest(Custom())] == render_pieces(Custom(), **TEXT)
+
+    def test_nothing_no_piece(self):
+        """An empty registry renders no piece at all in the text format."""
+        assert [] == render_pieces(CollectorRegistry(), **TEXT)
+
+
+class TestPieces:
+    def test_small_gathered(self):
+        """Small bytes are gathered into pieces of at least PIECE_BYTES, in order."""
+        gathered = pieces.Pieces()
+        small = [bytes([i % 256]) * 1000 for i in range(150)]
+
+        for data in small:
+            gathered.add(data)
+        found = gathered.done()
+
+        assert b"".join(small) == b"".join(found)
+        assert [66000, 66000, 18000] == [len(piece) for piece in found]
+
+    def test_large_kept_whole(self, monkeypatch):
+        """Bytes as large as a piece become one, the very object: copied into no other."""
+        gathered = pieces.Pieces()
+        large = b"x" * pieces.PIECE_BYTES
+
+        gathered.add(b"a")
+        gathered.add(large)
+        gathered.add(b"")
+        gathered.add(b"b")
+
+        found = gathered.done()
+        assert [b"a", large, b"b"] == found
+        assert large is found[1]
+
+    def test_nothing(self):
+        """Nothing added, no piece."""
+        assert [] == pieces.Pieces().done()
+
+
 class TestFallback:
     def test_only_what_needs_it_goes_to_prometheus_client(self, monkeypatch):
         """prometheus_client renders only the collectors the streaming path does not read."""
@@ -550,38 +606,33 @@ class TestLineHeads:
     def test_children_changing_while_rendered(self, monkeypatch):
         """Churn mid-render never pairs one child's head with another's value, nor repeats one."""
         monkeypatch.setattr(streaming, "_LIST_SLICE", 64)
-        monkeypatch.setattr(pacing, "WORK_SECONDS", 0.0)  # pause as often as possible
-        registry = CollectorRegistry()
-        gauge = Gauge("churn", "Churn.", ["id"], registry=registry)
-        stop = threading.Event()
+        monkeypatch.setattr(pacing, "WORK_SECONDS", 0.0)  # a pause after every batch
+        registry, gauge = many(Gauge, 3000)  # a series' value is its label, as in churn()
+        steps = itertools.count()
+        churned = []
 
-        def churn():
-            i = 0
-            while not stop.is_set():
-                gauge.labels(str(i % 3000)).set(i % 3000)  # a series' value is its label
-                if i % 3 == 0:
-                    gauge.remove(str((i // 3) % 3000))
-                if i % 20011 == 0:
+        def churn(_seconds):
+            """Change the family at a pause, as another thread would, unless it is locked."""
+            if not gauge._lock.acquire(blocking=False):  # being listed: the other thread waits
+                return
+            gauge._lock.release()
+            for step in itertools.islice(steps, 25):
+                gauge.labels(str(step % 3000)).set(step % 3000)
+                if step % 3 == 0:
+                    gauge.remove(str((step // 3) % 3000))
+                if step % 997 == 0:
                     gauge.clear()
-                i += 1
+            churned.append(step)
 
-        thread = threading.Thread(target=churn)
-        thread.start()
-        renders = 0
-        try:
-            deadline = time.monotonic() + 1
-            while time.monotonic() < deadline:
-                for options in (TEXT, OPENMETRICS):
-                    lines = render(registry, **options).decode().splitlines()
-                    series = [line for line in lines if line.startswith("churn{")]
-                    pairs = [re.fullmatch(r'churn\{id="(\d+)"\} (\d+)\.0', s) for s in series]
-                    assert all(pair and pair[1] == pair[2] for pair in pairs), series
-                    assert len(set(series)) == len(series)
-                    renders += 1
-        finally:
-            stop.set()
-            thread.join()
-        assert renders > 2
+        monkeypatch.setattr(pacing.time, "sleep", churn)
+        for options in (TEXT, OPENMETRICS) * 3:
+            lines = render(registry, **options).decode().splitlines()
+
+            series = [line for line in lines if line.startswith("many_gauge{")]
+            pairs = [re.fullmatch(r'many_gauge\{id="(\d+)"\} (\d+)\.0', s) for s in series]
+            assert all(pair and pair[1] == pair[2] for pair in pairs), series
+            assert len(series) == len(set(series))
+        assert 6 < len(churned)  # changes came in the middle of renders, not only between
 
 
 class TestLargeFamilies:
@@ -774,7 +825,7 @@ class TestEscapeValue:
 class TestSelfCheck:
     def test_disagreement_hands_rendering_to_prometheus_client(self, monkeypatch, caplog):
         """Were a future prometheus_client to write otherwise, promloop would step aside."""
-        monkeypatch.setattr(self_check, "render_fast", lambda *_: b"# something else\n")
+        monkeypatch.setattr(self_check, "render_fast", lambda *_: [b"# something else\n"])
         self_check.agrees_with_prometheus_client.cache_clear()
         try:
             registry = rich_registry()

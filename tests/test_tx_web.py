@@ -60,6 +60,27 @@ def request(method=b"GET", *, query=b"", **headers):
     return dummy
 
 
+class Consuming(DummyRequest):
+    """A request whose transport is full after each write, until its producer is resumed."""
+
+    def __init__(self):
+        super().__init__([b"metrics"])
+        self.uri = b"/metrics"
+        self.producer = None
+
+    def registerProducer(self, producer, streaming):  # noqa: N802 -- Twisted's name
+        assert streaming
+        self.producer = producer
+
+    def unregisterProducer(self):  # noqa: N802 -- Twisted's name
+        self.producer = None
+
+    def write(self, data):
+        super().write(data)
+        if self.producer is not None:
+            self.producer.pauseProducing()
+
+
 def scrape(resource, reactor, dummy):
     assert NOT_DONE_YET == resource.render(dummy)
     reactor.run_pool()
@@ -277,6 +298,81 @@ class TestMetricsResource:
         reactor.run_pool()
 
         assert written == len(dummy.written)
+
+    def test_large_body_written_a_piece_at_a_time(self, registry, reactor):
+        """A body of many pieces is written as the transport takes them, with its length."""
+        many = Gauge("many", "Many.", ["id"], registry=registry)
+        for i in range(10_000):
+            many.labels(str(i)).set(i)
+        resource = MetricsResource(registry, reactor=reactor)
+        dummy = Consuming()
+
+        resource.render(dummy)
+        reactor.run_pool()
+        first = len(dummy.written)
+        while not dummy.finished:
+            dummy.producer.resumeProducing()
+
+        assert 1 == first  # the transport's buffer was full after one piece
+        assert generate_latest(registry) == b"".join(dummy.written)
+        assert 1 < len(dummy.written)
+        assert [str(len(b"".join(dummy.written))).encode()] == dummy.responseHeaders.getRawHeaders(
+            b"Content-Length"
+        )
+        assert dummy.producer is None  # unregistered once done
+
+    def test_large_body_head(self, registry, reactor):
+        """HEAD of a large body writes nothing and finishes at once."""
+        many = Gauge("many", "Many.", ["id"], registry=registry)
+        for i in range(10_000):
+            many.labels(str(i)).set(i)
+        dummy = request(b"HEAD")
+
+        status, headers, body = scrape(MetricsResource(registry, reactor=reactor), reactor, dummy)
+
+        assert (200, b"") == (status, body)
+        assert [str(len(generate_latest(registry))).encode()] == headers.getRawHeaders(
+            b"Content-Length"
+        )
+
+    @pytest.mark.parametrize("how", ["stopped", "client gone"])
+    def test_large_body_stopped(self, registry, reactor, how):
+        """A transport that stops its producer, or a client that goes away, ends the writing."""
+        many = Gauge("many", "Many.", ["id"], registry=registry)
+        for i in range(10_000):
+            many.labels(str(i)).set(i)
+        dummy = Consuming()
+        MetricsResource(registry, reactor=reactor).render(dummy)
+        reactor.run_pool()
+        producer = dummy.producer
+
+        if how == "stopped":
+            producer.stopProducing()
+        else:
+            dummy.processingFailed(Failure(ConnectionError("client gone")))
+        producer.resumeProducing()
+
+        assert 1 == len(dummy.written)
+        assert not dummy.finished
+
+    def test_large_body_through_a_real_channel(self, registry, reactor):
+        """Through twisted.web's own channel and a transport in memory, the body arrives whole."""
+        many = Gauge("many", "Many.", ["id"], registry=registry)
+        for i in range(10_000):
+            many.labels(str(i)).set(i)
+        root = Resource()
+        root.putChild(b"metrics", MetricsResource(registry, reactor=reactor))
+        channel = Site(root, reactor=Clock()).buildProtocol(None)
+        transport = StringTransport()
+        channel.makeConnection(transport)
+
+        channel.dataReceived(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+        reactor.run_pool()
+        head, _, body = transport.value().partition(b"\r\n\r\n")
+
+        assert head.startswith(b"HTTP/1.1 200 ")
+        assert f"content-length: {len(body)}".encode() in head.lower()
+        assert generate_latest(registry) == body
 
     @pytest.mark.parametrize(
         ("stated", "waited"), [(None, 30.0), (b"10", 9.75), (b"nonsense", 30.0)]

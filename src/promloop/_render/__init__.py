@@ -22,6 +22,9 @@ milliseconds.
 - :mod:`.pacing` makes a render sleep every millisecond, which hands the GIL
   to a waiting event loop at once instead of after the interpreter's 5 ms
   switch interval;
+- :mod:`.pieces` hands the output over in pieces of some tens of kilobytes,
+  never joined into one large object (a C call that would hold the GIL for
+  milliseconds), to be compressed and written a piece at a time;
 - :mod:`.fallback` lets prometheus_client format everything else (custom
   collectors, ``MultiProcessCollector``, samples with timestamps, label
   names that collide), one family at a time; in multiprocess mode, all of
@@ -44,7 +47,7 @@ from .self_check import fast_path_allowed
 from .streaming import render_fast
 
 
-__all__ = ["escape_value", "go_float", "render", "render_slow"]
+__all__ = ["escape_value", "go_float", "render", "render_pieces", "render_slow"]
 
 
 def render(
@@ -55,7 +58,29 @@ def render(
     names: frozenset[str] | None = None,
     created: bool = True,
 ) -> bytes:
-    """Render *registry* as prometheus_client would, in text or OpenMetrics.
+    """Render *registry* as prometheus_client would, in one ``bytes`` object.
+
+    The arguments are :func:`render_pieces`'; a large registry is better
+    served in pieces, which this joins.
+    """
+    return b"".join(
+        render_pieces(
+            registry, openmetrics=openmetrics, escaping=escaping, names=names, created=created
+        )
+    )
+
+
+def render_pieces(
+    registry: Any,
+    *,
+    openmetrics: bool,
+    escaping: str,
+    names: frozenset[str] | None = None,
+    created: bool = True,
+) -> list[bytes]:
+    """Render *registry* as prometheus_client would, in text or OpenMetrics, in pieces.
+
+    Joined, the pieces are the bytes prometheus_client writes.
 
     Args:
         registry: A CollectorRegistry, or any object with ``collect()``.
@@ -69,4 +94,4 @@ def render(
     """
     if registry_like(registry) and fast_path_allowed():
         return render_fast(registry, openmetrics, escaping, names, created)
-    return render_slow(registry, openmetrics, escaping, names, created)
+    return [render_slow(registry, openmetrics, escaping, names, created)]

@@ -50,9 +50,8 @@ def agrees_with_prometheus_client() -> bool:
                     for created in (True, False):
                         expected = render_slow(registry, openmetrics, escaping, only, created)
                         for _ in range(2):
-                            if render_fast(registry, openmetrics, escaping, only, created) != (
-                                expected
-                            ):
+                            ours = render_fast(registry, openmetrics, escaping, only, created)
+                            if b"".join(ours) != expected:
                                 msg = f"{'OpenMetrics' if openmetrics else 'text'}, {escaping}"
                                 raise _DisagreementError(msg)  # noqa: TRY301 -- logged below
     except Exception:  # noqa: BLE001 -- whatever breaks, prometheus_client renders

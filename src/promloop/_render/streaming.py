@@ -32,6 +32,7 @@ from .fallback import OM_EOF, WITH_CREATED, render_collector, render_families
 from .families import HEADS_ATTRIBUTE, FamilyFormat, family_format
 from .formatting import INF, REPR_LIMIT, Named, compose_exemplar, go_float
 from .pacing import Pacer
+from .pieces import Pieces
 
 
 if TYPE_CHECKING:
@@ -46,7 +47,11 @@ _BATCH_LINES: Final = 128
 """Lines written between two looks at the clock (a few tens of microseconds)."""
 
 _CHUNK_LINES: Final = 2048
-"""Lines joined and encoded at a time, so no single C call holds the GIL long."""
+"""Lines joined and encoded at a time, so no single C call holds the GIL long.
+
+About 70 kB of a gauge's lines, or 150 kB of a histogram's: each becomes a
+piece of the body (see :mod:`.pieces`).
+"""
 
 _LIST_SLICE: Final = 8192
 """Children listed at a time from a large family, between two looks at the clock.
@@ -117,18 +122,20 @@ class _FamilyOutput:
     def empty(self) -> bool:
         return self.main.empty() and all(moved.empty() for moved in self.moved.values())
 
-    def write(self, family: FamilyFormat, output: list[bytes]) -> None:
+    def write(self, family: FamilyFormat, output: Pieces) -> None:
         """Append the family's header and lines to *output*."""
-        output.append(family.header.encode())
+        output.add(family.header.encode())
         self.main.flush()
-        output.extend(self.main.chunks)
+        for chunk in self.main.chunks:
+            output.add(chunk)
         for suffix in sorted(self.moved):
             moved = self.moved[suffix]
             if moved.empty():
                 continue
-            output.append(family.moved_header(suffix).encode())
+            output.add(family.moved_header(suffix).encode())
             moved.flush()
-            output.extend(moved.chunks)
+            for chunk in moved.chunks:
+                output.add(chunk)
 
 
 class _Job:
@@ -395,7 +402,7 @@ def _old_lists() -> tuple[list[Any], list[Any]]:
 
 def _render_metric(
     metric: Any,
-    output: list[bytes],
+    output: Pieces,
     pace: Callable[[], None],
     *,
     openmetrics: bool,
@@ -457,13 +464,13 @@ def render_fast(
     escaping: str,
     names: frozenset[str] | None,
     created: bool = True,
-) -> bytes:
-    """Render a CollectorRegistry, streaming prometheus_client's own metrics."""
-    output: list[bytes] = []
+) -> list[bytes]:
+    """Render a CollectorRegistry, streaming prometheus_client's own metrics, in pieces."""
+    output = Pieces()
     pace = Pacer()
     target_info, chosen = collectors(registry, names)
     if target_info is not None:
-        output.append(render_families([target_info], openmetrics, escaping).encode())
+        output.add(render_families([target_info], openmetrics, escaping).encode())
     for collector in chosen:
         pace()
         if streamable(collector):
@@ -480,7 +487,7 @@ def render_fast(
                 continue
             except Unusual:
                 pass
-        output.append(render_collector(collector, openmetrics, escaping, names, created).encode())
+        output.add(render_collector(collector, openmetrics, escaping, names, created).encode())
     if openmetrics:
-        output.append(OM_EOF)
-    return b"".join(output)
+        output.add(OM_EOF)
+    return output.done()

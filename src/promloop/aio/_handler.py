@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy, MultiMapping
@@ -30,7 +30,7 @@ from ._hooks import BeforeScrape
 
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Mapping, Sequence
+    from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 
     from .._auth import BasicAuth, BearerToken
 
@@ -40,11 +40,28 @@ if TYPE_CHECKING:
 __all__ = ["make_handler", "server_stats"]
 
 
-def response(reply: Reply) -> web.Response:
-    """Turn the core's reply into an aiohttp response (``body`` holds the bytes)."""
+def response(reply: Reply, *, streamed: bool = False) -> web.Response:
+    """Turn the core's reply into an aiohttp response.
+
+    Args:
+        reply: The core's reply.
+        streamed: Write a body of several pieces a piece at a time, aiohttp
+            waiting for the socket between two, instead of joining them
+            into ``body``: for a request that came from a socket, not for a
+            stand-in whose caller reads ``body``.
+    """
     # Headers are set as given: aiohttp's content_type= argument rejects a
     # content type with parameters (https://github.com/aio-libs/aiohttp/issues/2197).
-    return web.Response(status=reply.status, headers=dict(reply.headers), body=reply.body)
+    headers = dict(reply.headers)
+    if not streamed or len(reply.pieces) < 2:  # noqa: PLR2004 -- one piece is written whole
+        return web.Response(status=reply.status, headers=headers, body=reply.body)
+    headers["Content-Length"] = str(reply.length)  # not chunked: aiohttp cannot tell the size
+    return web.Response(status=reply.status, headers=headers, body=_one_by_one(reply.pieces))
+
+
+async def _one_by_one(pieces: tuple[bytes, ...]) -> AsyncIterator[bytes]:
+    for piece in pieces:
+        yield piece
 
 
 def _headers(headers: Mapping[str, str]) -> MultiMapping[str]:
@@ -90,7 +107,8 @@ def serve(
             reply = await asyncio.wait_for(answer(headers, raw_query(request)), seconds)
         except asyncio.TimeoutError:
             reply = too_slow(exposition.registry, seconds)
-        return response(reply)
+        # A stand-in request (a test's) may be passed where a Request is declared.
+        return response(reply, streamed=isinstance(cast("object", request), web.BaseRequest))
 
     async def answer(headers: MultiMapping[str], query: str) -> Reply:
         if hooks is not None:

@@ -27,6 +27,8 @@ from .._exposition import (
 if TYPE_CHECKING:
     import concurrent.futures
 
+    from collections.abc import Iterator
+
     from twisted.python.failure import Failure
     from twisted.web.server import Request
 
@@ -150,7 +152,52 @@ def _write(request: Request, reply: Reply, *, sized: bool) -> None:
     for name, value in reply.headers:
         request.setHeader(name.encode("ascii"), value.encode("latin-1"))
     if sized:  # an encoder wrapper changes the length
-        request.setHeader(b"Content-Length", str(len(reply.body)).encode("ascii"))
-    if request.method != b"HEAD":
-        request.write(reply.body)
-    request.finish()
+        request.setHeader(b"Content-Length", str(reply.length).encode("ascii"))
+    if request.method == b"HEAD":
+        request.finish()
+    elif len(reply.pieces) > 1:
+        _Pieces(request, reply.pieces).start()
+    else:
+        request.write(reply.body)  # one piece, or none
+        request.finish()
+
+
+class _Pieces:
+    """Write a body a piece at a time, as fast as the transport sends them: a push producer.
+
+    Written at once, a body of many megabytes would be copied whole into the
+    transport's buffer, in the reactor's thread.  The transport pauses its
+    producer as soon as a write fills its buffer, and resumes it once the
+    buffer is sent: so each turn of the reactor writes a piece or two.
+    """
+
+    def __init__(self, request: Request, pieces: tuple[bytes, ...]) -> None:
+        self._request = request
+        self._pieces: Iterator[bytes] | None = iter(pieces)
+        self._paused = False
+
+    def start(self) -> None:
+        """Register with the request, and write until paused."""
+        self._request.notifyFinish().addErrback(lambda _: self.stopProducing())
+        self._request.registerProducer(self, True)
+        self._write()
+
+    def _write(self) -> None:
+        while not self._paused and self._pieces is not None:
+            piece = next(self._pieces, None)
+            if piece is None:
+                self._pieces = None
+                self._request.unregisterProducer()
+                self._request.finish()
+            else:
+                self._request.write(piece)  # may pause this producer at once
+
+    def pauseProducing(self) -> None:  # noqa: N802 -- Twisted's name
+        self._paused = True
+
+    def resumeProducing(self) -> None:  # noqa: N802 -- Twisted's name
+        self._paused = False
+        self._write()
+
+    def stopProducing(self) -> None:  # noqa: N802 -- Twisted's name
+        self._pieces = None  # the client went away
