@@ -4,22 +4,27 @@ Run:  python benchmarks/bench_render.py [--quick] [--json FILE]
 
 For each registry shape and size, a fresh process builds the registry, then
 renders it in rounds; in each round prometheus_client and promloop render
-the text format and OpenMetrics in turns, and the same bytes (both write the
-same bytes; the script checks) are gzipped as each server does:
-prometheus_client at ``gzip.compress()``'s default level, 9, promloop at
-level 1.  "+ gzip" is the render and the compression of the same round.
+the text format and OpenMetrics in turns, as each one's servers do:
+prometheus_client's ``generate_latest()``, then for "+ gzip" the same bytes
+through ``gzip.compress()`` at its default level, 9; promloop's renderer
+(its output in pieces, as its servers take it), then for "+ gzip" a render
+compressed a piece at a time at level 1.  Both write the same bytes: the
+script checks, once per process.
 
 Figures are the CPU time of the process (``time.process_time()``): the
 server's cost per exposition, without the pauses promloop's renderer makes
 to hand the GIL to the event loop, and less disturbed by other processes
 than wall time on a shared machine.  Series are sample lines of the text
-format (a counter's ``_total`` and ``_created`` are two).
+format (a counter's ``_total`` and ``_created`` are two).  At 1M series
+there are two rounds instead of seven (prometheus_client takes ten to
+twenty seconds a round there).
 
 Memory, measured with tracemalloc after the timed rounds: the line heads
 promloop keeps on each child (built by the first render, released with the
 child), and the peak of what one render allocates beyond the registry, for
-both.  The first render's time (when promloop builds the heads) is reported
-too.
+both (prometheus_client's only up to 100k series: traced, its render of 1M
+takes minutes).  The first render's time (when promloop builds the heads)
+is reported too.
 """
 
 from __future__ import annotations
@@ -39,8 +44,8 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
-from promloop._exposition import GZIP_LEVEL
-from promloop._render import render
+from promloop._exposition import GZIP_LEVEL, gzipped
+from promloop._render import render, render_pieces
 from promloop._render.families import HEADS_ATTRIBUTE
 
 
@@ -49,6 +54,8 @@ if TYPE_CHECKING:
 
 
 SIZES = (1_000, 10_000, 100_000, 1_000_000)
+LARGE = 1_000_000
+"""From this size on: two rounds, and prometheus_client's memory is not traced."""
 CLIENT_GZIP_LEVEL = 9  # gzip.compress()'s default, which prometheus_client's servers use
 SHAPES = {
     "gauge": "one gauge, a series per child",
@@ -121,20 +128,27 @@ def measure(shape: str, size: int, rounds: int) -> dict[str, Any]:
     checked, _ = cpu(lambda: render(CollectorRegistry(), openmetrics=False, escaping="underscores"))
     registry = BUILDERS[shape](size)
 
-    def ours(openmetrics: bool) -> Callable[[], bytes]:
-        return lambda: render(registry, openmetrics=openmetrics, escaping="underscores")
+    def ours(openmetrics: bool) -> Callable[[], list[bytes]]:
+        return lambda: render_pieces(registry, openmetrics=openmetrics, escaping="underscores")
 
     theirs = {
         False: lambda: generate_latest(registry),
         True: lambda: generate_openmetrics(registry),
     }
     result: dict[str, Any] = {"shape": shape, "self_check_s": checked}
-    first, text = cpu(ours(False))
+    first, pieces = cpu(ours(False))
     result["first_render_s"] = first
-    if text != theirs[False]() or ours(True)() != theirs[True]():
+    text = b"".join(pieces)
+    del pieces
+    if text != theirs[False]() or b"".join(ours(True)()) != theirs[True]():
         raise SystemExit(f"{shape}, {size}: promloop and prometheus_client differ")
     result["series"] = sum(1 for line in text.splitlines() if not line.startswith(b"#"))
-    result["bytes"] = {"text": len(text)}
+    result["bytes"] = {
+        "text": len(text),
+        f"text gzip {CLIENT_GZIP_LEVEL}": len(gzip.compress(text, CLIENT_GZIP_LEVEL)),
+        f"text gzip {GZIP_LEVEL}": len(b"".join(gzipped([text]))),
+    }
+    del text
     times: dict[str, dict[str, list[float]]] = {
         variant: {"prometheus_client": [], "promloop": []}
         for variant in ("text", "openmetrics", "text + gzip", "openmetrics + gzip")
@@ -142,15 +156,14 @@ def measure(shape: str, size: int, rounds: int) -> dict[str, Any]:
     for _ in range(rounds):
         for openmetrics, name in ((False, "text"), (True, "openmetrics")):
             theirs_s, data = cpu(theirs[openmetrics])
+            theirs_gz, _ = cpu(lambda data=data: gzip.compress(data, CLIENT_GZIP_LEVEL))
+            del data
             ours_s, _ = cpu(ours(openmetrics))
-            theirs_gz, gz9 = cpu(lambda data=data: gzip.compress(data, CLIENT_GZIP_LEVEL))
-            ours_gz, gz1 = cpu(lambda data=data: gzip.compress(data, GZIP_LEVEL, mtime=0))
+            ours_gz, _ = cpu(lambda openmetrics=openmetrics: gzipped(ours(openmetrics)()))
             times[name]["prometheus_client"].append(theirs_s)
             times[name]["promloop"].append(ours_s)
             times[f"{name} + gzip"]["prometheus_client"].append(theirs_s + theirs_gz)
-            times[f"{name} + gzip"]["promloop"].append(ours_s + ours_gz)
-            result["bytes"][f"{name} gzip {CLIENT_GZIP_LEVEL}"] = len(gz9)
-            result["bytes"][f"{name} gzip {GZIP_LEVEL}"] = len(gz1)
+            times[f"{name} + gzip"]["promloop"].append(ours_gz)
     result["cpu_s"] = times
 
     forget_heads(registry)
@@ -160,9 +173,10 @@ def measure(shape: str, size: int, rounds: int) -> dict[str, Any]:
         result["peak_bytes"] = {
             "promloop text": traced(ours(False))[0],
             "promloop openmetrics": traced(ours(True))[0],
-            "prometheus_client text": traced(theirs[False])[0],
-            "prometheus_client openmetrics": traced(theirs[True])[0],
         }
+        if size < LARGE:
+            result["peak_bytes"]["prometheus_client text"] = traced(theirs[False])[0]
+            result["peak_bytes"]["prometheus_client openmetrics"] = traced(theirs[True])[0]
     finally:
         tracemalloc.stop()
     return result
@@ -212,22 +226,44 @@ def report(results: dict[str, dict[int, dict[str, Any]]], rounds: dict[int, int]
     for shape, by_size in results.items():
         for result in by_size.values():
             n = result["series"]
-            peaks = result["peak_bytes"]
+            peaks = {key: f"{value / n:.0f}" for key, value in result["peak_bytes"].items()}
             print(
                 f"{shape:11} {n:>9} {result['heads_bytes'] / n:8.0f}"
-                f" {peaks['promloop text'] / n:12.0f} {peaks['prometheus_client text'] / n:9.0f}"
-                f" {peaks['promloop openmetrics'] / n:10.0f}"
-                f" {peaks['prometheus_client openmetrics'] / n:9.0f}"
+                f" {peaks['promloop text']:>12} {peaks.get('prometheus_client text', '-'):>9}"
+                f" {peaks['promloop openmetrics']:>10}"
+                f" {peaks.get('prometheus_client openmetrics', '-'):>9}"
                 f" {result['first_render_s'] / n * 1e6:9.2f}"
                 f" {result['bytes']['text'] / n:7.1f}"
                 f" {result['bytes'][f'text gzip {GZIP_LEVEL}'] / n:6.1f}"
             )
+    print(
+        "\nScaling, promloop's text format: CPU µs per series (best round) and peak bytes per"
+        " series, by size;\nin parentheses the highest divided by the lowest from 10k series on"
+        " (1.00: exactly linear;\nbelow 10k, a render's fixed costs weigh on each series)"
+    )
+    for shape, by_size in results.items():
+        times = [min(r["cpu_s"]["text"]["promloop"]) / r["series"] * 1e6 for r in by_size.values()]
+        peaks = [r["peak_bytes"]["promloop text"] / r["series"] for r in by_size.values()]
+        large = [n >= 10_000 for n in by_size]
+        print(
+            f"{shape:11} µs "
+            + " ".join(f"{t:6.3f}" for t in times)
+            + f"  ({_spread(times, large)});  B "
+            + " ".join(f"{p:5.0f}" for p in peaks)
+            + f"  ({_spread(peaks, large)})"
+        )
+
+
+def _spread(figures: list[float], kept: list[bool]) -> str:
+    chosen = [figure for figure, keep in zip(figures, kept, strict=True) if keep]
+    return f"{max(chosen) / min(chosen):.2f}" if chosen else "-"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="1k and 10k series only")
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--report", help="print the report of results written by --json, again")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.child:
@@ -235,9 +271,14 @@ def main() -> None:
         print(json.dumps(measure(shape, int(size), int(rounds))))
         return
     sizes = SIZES[:2] if options.quick else SIZES
-    rounds = {size: 3 if size >= 1_000_000 else 7 for size in sizes}
     results: dict[str, dict[int, dict[str, Any]]] = {}
-    for shape in SHAPES:
+    if options.report:
+        with open(options.report) as file:  # noqa: PTH123
+            stored = json.load(file)
+        results = {shape: {int(n): r for n, r in by.items()} for shape, by in stored.items()}
+        sizes = tuple(next(iter(results.values())))
+    rounds = {size: 2 if size >= LARGE else 7 for size in sizes}
+    for shape in () if options.report else SHAPES:
         for size in sizes:
             results.setdefault(shape, {})[size] = run_child(shape, size, rounds[size])
             print(f"measured {shape} at {size}", file=sys.stderr, flush=True)

@@ -67,7 +67,13 @@ LARGE_VARIANTS = (
     "promloop Twisted",
     "prometheus_client threaded",
 )
-HEADERS = {"Accept-Encoding": "gzip", "Accept": "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"}
+HEADERS = {
+    "Accept-Encoding": "gzip",
+    "Accept": "text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+    # The first scrape of a million series builds each one's line heads: seconds on a busy
+    # machine, beyond the 30 s a scrape that states no timeout may take.
+    "X-Prometheus-Scrape-Timeout-Seconds": "120",
+}
 
 VARIANTS = {
     "promloop in-loop": "promloop_inloop",
@@ -186,7 +192,7 @@ class _FullCollections:
 
 
 class _CpuWaits:
-    """How long each thread of this process has waited for a CPU so far (Linux schedstat).
+    """How long each thread of this process has run, and waited for a CPU, so far (schedstat).
 
     On a shared machine a thread that is ready to run may wait for a core
     while other processes use both.  When the loop's own thread waits so,
@@ -198,9 +204,9 @@ class _CpuWaits:
     def __init__(self) -> None:
         self._files: dict[int, int] = {}
 
-    def read(self) -> dict[int, float]:
-        """Return each thread's total wait for a CPU, in seconds; empty where unknown."""
-        waits: dict[int, float] = {}
+    def read(self) -> dict[int, tuple[float, float]]:
+        """Return each thread's time on a CPU and waiting for one, in seconds; {} if unknown."""
+        waits: dict[int, tuple[float, float]] = {}
         try:
             threads = [int(task.name) for task in pathlib.Path("/proc/self/task").iterdir()]
         except OSError:
@@ -211,7 +217,8 @@ class _CpuWaits:
                 if descriptor is None:
                     path = f"/proc/self/task/{thread}/schedstat"
                     descriptor = self._files[thread] = os.open(path, os.O_RDONLY)
-                waits[thread] = int(os.pread(descriptor, 100, 0).split()[1]) / 1e9
+                ran, waited = os.pread(descriptor, 100, 0).split()[:2]
+                waits[thread] = (int(ran) / 1e9, int(waited) / 1e9)
             except (OSError, IndexError, ValueError):  # the thread ended meanwhile
                 if self._files.pop(thread, None) is not None:
                     os.close(descriptor)
@@ -227,18 +234,20 @@ class _Probe:
     ("ours"): the loop that does not wait for a CPU waits for the GIL, and
     a thread that holds the GIL but waits for a CPU is the machine's delay,
     not the server's.  "Ours" errs low when two of the threads waited at
-    the same time; "own" errs high.
+    the same time; "own" errs high.  The three highest "ours" are kept with
+    what each thread did meanwhile, to show where the time went.
     """
 
     def __init__(self) -> None:
         self.lags: list[float] = []
         self.own: list[float] = []
         self.ours: list[float] = []
+        self.highest: list[tuple[float, ...]] = []
         self._waits = _CpuWaits()
         self._thread = threading.get_native_id()
 
     def clear(self) -> None:
-        self.lags, self.own, self.ours = [], [], []
+        self.lags, self.own, self.ours, self.highest = [], [], [], []
 
     async def sample(self, measuring: bool) -> None:
         before = self._waits.read() if measuring else {}
@@ -248,11 +257,18 @@ class _Probe:
             return
         lag = time.perf_counter() - started - 0.005
         after = self._waits.read()
-        waited = {t: after[t] - before[t] for t in after if t in before}
+        ran = {t: after[t][0] - before[t][0] for t in after if t in before}
+        waited = {t: after[t][1] - before[t][1] for t in after if t in before}
         own = lag - waited.pop(self._thread, 0.0)
+        ours = max(0.0, own - max(waited.values(), default=0.0))
         self.lags.append(lag)
         self.own.append(own)
-        self.ours.append(max(0.0, own - max(waited.values(), default=0.0)))
+        self.ours.append(ours)
+        if len(self.highest) < 3 or ours > self.highest[-1][0]:
+            loop_ran = ran.pop(self._thread, 0.0)
+            window = (ours, lag, lag - own, loop_ran, max(waited.values(), default=0.0))
+            self.highest = sorted([*self.highest, (*window, max(ran.values(), default=0.0))])
+            self.highest = self.highest[::-1][:3]
 
     def report(self) -> dict[str, float]:
         """Return the worst and 99th percentile lateness, each way, in seconds."""
@@ -261,13 +277,13 @@ class _Probe:
             values.sort()
             found[f"{name}worst"] = values[-1]
             found[f"{name}p99"] = values[int(len(values) * 0.99)]
-        return found
+        return {**found, "highest": self.highest}
 
 
 def _waited_for_cpu() -> float:
     """Return the seconds this process's threads have waited for a CPU (Linux), or nan."""
     waits = _CpuWaits().read()
-    return sum(waits.values()) if waits else math.nan
+    return sum(waited for _, waited in waits.values()) if waits else math.nan
 
 
 def serve(kind: str, series: int, freeze: bool, connection: Any) -> None:
@@ -414,6 +430,8 @@ def measure_large(kind: str, series: int, seconds: float, runs: int) -> dict[str
         result[f"{prefix}worst_stall_ms"] = _median(rounds, f"{prefix}worst")
         result[f"{prefix}p99_stall_ms"] = _median(rounds, f"{prefix}p99")
         result[f"{prefix}max_stall_ms"] = max(r[f"{prefix}worst"] for r in rounds) * 1000
+    windows = sorted((w for r in rounds for w in r["highest"]), reverse=True)[:3]
+    result["highest_windows_ms"] = [[round(x * 1000, 1) for x in w] for w in windows]
     return result
 
 
@@ -577,6 +595,14 @@ def print_report(results: dict[str, Any], sizes: tuple[int, ...]) -> None:
             )
             + f" {large['full_gcs']:9d} {large['waited_for_cpu_ms_per_s']:14.1f}"
         )
+    print(
+        "\nThe three highest stalls of ours in those runs, in ms: ours, as measured, the loop's"
+        " wait for a CPU,\nthe loop's own time on a CPU, the longest wait for a CPU and the"
+        " longest time on one of another thread:"
+    )
+    for name in LARGE_VARIANTS:
+        windows = results[name]["large"].get("highest_windows_ms", [])
+        print(f"{name:28} " + "; ".join(" ".join(f"{x:.1f}" for x in w) for w in windows))
 
 
 def markdown_table(results: dict[str, Any], sizes: tuple[int, ...]) -> str:

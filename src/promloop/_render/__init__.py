@@ -19,9 +19,9 @@ milliseconds.
 - :mod:`.families` keeps what never changes between scrapes: each family's
   header and escaped names, and each child's escaped line heads, so a
   scrape formats little more than the values;
-- :mod:`.pacing` makes a render sleep every millisecond, which hands the GIL
-  to a waiting event loop at once instead of after the interpreter's 5 ms
-  switch interval;
+- :mod:`.pacing` makes a render pause for half a millisecond every two, long
+  enough to hand the GIL to a waiting event loop at once instead of after
+  the interpreter's 5 ms switch interval;
 - :mod:`.pieces` hands the output over in pieces of some tens of kilobytes,
   never joined into one large object (a C call that would hold the GIL for
   milliseconds), to be compressed and written a piece at a time;

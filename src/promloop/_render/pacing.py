@@ -1,4 +1,4 @@
-"""Pausing a render every millisecond, so that the event loop never waits long for the GIL."""
+"""Pausing a render every few milliseconds, so that the event loop never waits long for the GIL."""
 
 from __future__ import annotations
 
@@ -7,18 +7,22 @@ import time
 from typing import Final
 
 
-WORK_SECONDS: Final = 0.001
-"""How long a render runs before it pauses: the longest it keeps the GIL from the loop.
+WORK_SECONDS: Final = 0.002
+"""How long a render runs before it pauses: about the longest it keeps the GIL from the loop."""
 
-Measured at 50k series (``benchmarks/bench_scrape.py``): 1 ms keeps the
-event loop's worst stall under 5 ms for ~15% more render time; 2 ms, under
-7 ms for ~5%; without pauses the loop waits a full switch interval (5 ms)
-for the GIL at nearly every wake-up, and twice as long at worst.
+PAUSE_SECONDS: Final = 0.0005
+"""How long it pauses: long enough for a thread that waits for the GIL to take it.
+
+A thread waiting for the GIL sleeps on a condition variable, and on a
+virtual machine waking it takes up to a few hundred microseconds (its idle
+virtual CPU must be woken first).  A shorter pause ends before: the render
+takes the GIL back, and since the GIL changed hands, the waiter's 5 ms
+timer starts over, so the interpreter never forces a switch either.  With
+``time.sleep(0)`` (some 70 µs) every millisecond, an event loop beside a
+render measured stalls of 30 to 57 ms (``benchmarks/bench_scrape.py``, a
+million series); with 0.5 ms every 2 ms, under 10 ms, and the render takes
+about a quarter longer in wall time, the same CPU time.
 """
-
-PAUSE_SECONDS: Final = 0.0
-"""``time.sleep(0)`` releases the GIL for the ~50 µs the kernel sleeps: time
-enough for a thread waiting for it to take it."""
 
 
 class Pacer:
