@@ -57,6 +57,23 @@ def main() -> None:
         xerr=[[0] * len(big), [b["max_stall_ms"] - b["worst_stall_ms"] for b in big]],
         capsize=3,
     )
+    if all("ours_worst_stall_ms" in b for b in big):
+        large.scatter(
+            [max(b["ours_worst_stall_ms"], 1) for b in big],
+            big_rows,
+            color="black",
+            marker="|",
+            s=200,
+            label="less the machine's CPU waits",
+        )
+        large.scatter(
+            [max(b["idle_worst_stall_ms"], 1) for b in big],
+            big_rows,
+            color="#d08020",
+            marker="x",
+            label="no scrape (the machine)",
+        )
+        large.legend(loc="lower right")
     _stall_axis(large)
     large.set_yticks(list(big_rows), measured)
     large.invert_yaxis()

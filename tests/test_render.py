@@ -734,6 +734,36 @@ class TestGarbage:
 
         assert not gc.is_tracked(getattr(counter.labels("3"), families.HEADS_ATTRIBUTE))
 
+    @pytest.mark.skipif(sys.version_info < (3, 11), reason="3.10 gives every instance a dict")
+    def test_no_dictionary_after_another_attribute(self):
+        """Heads stay among a child's attributes even once a Gauge got one of its own.
+
+        set_function() adds an attribute to one Gauge; added after it, the
+        heads would give every Gauge child a dict of its own.  In a fresh
+        interpreter, where promloop's import comes first.
+        """
+        ran = subprocess.run(
+            [sys.executable, "-c", NO_DICT_APP], capture_output=True, check=True, timeout=60
+        )
+
+        assert b"0\n" == ran.stdout
+
+    def test_making_room_fails_quietly(self):
+        """A class whose instances cannot take the attribute, or that would mind, is left be."""
+
+        class Slotted:
+            __slots__ = ()
+
+        class Finalized:
+            def __del__(self):
+                raise AssertionError  # never made, so never finalized
+
+        families.make_room(Slotted)
+        families.make_room(Finalized)
+        families.make_room(Finalized)
+
+        assert {Slotted, Finalized} <= set(families._made_room)
+
     def test_children_get_no_dictionary(self):
         """Children's attributes stay where Python 3.11 and later keep them, out of a dict."""
         registry, _ = many(Gauge, 1000)
@@ -853,6 +883,22 @@ class TestSelfCheck:
         [written] = tmp_path.iterdir()  # the application's counter, and nothing of promloop's
         assert written.name.startswith("counter_")
 
+
+NO_DICT_APP = """
+import gc
+from prometheus_client import CollectorRegistry, Gauge
+from promloop._render import render
+
+registry = CollectorRegistry()
+gauge = Gauge("g", "Many children.", ["id"], registry=registry)
+for i in range(1000):
+    gauge.labels(str(i)).set(i)
+Gauge("f", "A function.", registry=registry).set_function(lambda: 1)
+render(registry, openmetrics=False, escaping="underscores")
+# A child without a dict of its own refers to its attributes' values itself.
+print(sum(all(referent is not child._value for referent in gc.get_referents(child))
+          for child in gauge._metrics.values()))
+"""
 
 MULTIPROCESS_APP = """
 import sys

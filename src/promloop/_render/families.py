@@ -35,11 +35,12 @@ names in the legacy character set) share one layout, so one set of heads.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import operator
 import threading
 import weakref
 
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from .fallback import render_families
 from .formatting import (
@@ -60,6 +61,35 @@ if TYPE_CHECKING:
 
 HEADS_ATTRIBUTE: Final = "_promloop_line_heads"
 """The attribute of a prometheus_client child that holds its line heads."""
+
+_made_room: weakref.WeakSet[type] = weakref.WeakSet()
+
+
+def make_room(cls: type) -> None:
+    """Let *cls*'s instances keep their heads among their attributes, without a dict of their own.
+
+    Since Python 3.11 an instance keeps its attributes in an array laid out
+    by keys that its class shares with all its instances.  A new attribute
+    finds a place in that array only if it is the first one added to those
+    keys after the instances were made; any later one gives each instance
+    that receives it a dictionary of its own.  prometheus_client's
+    ``set_function()`` adds such an attribute to a Gauge (promloop's own
+    self-check calls it), and then a million Gauge children, each given its
+    heads, each got a dictionary: a million more objects for the garbage
+    collector, whose full collection during the first render took a second.
+    So the heads' name is added first, through an instance made for the
+    purpose and dropped at once; done after another attribute was added,
+    it changes nothing.
+    """
+    if cls in _made_room:
+        return
+    _made_room.add(cls)
+    if getattr(cls, "__del__", None) is not None:  # it might mind a half-made instance
+        return
+    with contextlib.suppress(Exception):  # instances made otherwise: no room to make
+        placeholder = cast("object", object.__new__(cls))
+        object.__setattr__(placeholder, HEADS_ATTRIBUTE, None)
+
 
 MOVED_TO_GAUGES: Final = ("_created", "_gsum", "_gcount")
 """Samples the text format moves into gauge families of their own."""
