@@ -25,7 +25,12 @@ Reported for 1k, 10k and 100k series:
 - at 1M series, for promloop's three mount points and prometheus_client's
   threaded server: the scrape time, and the worst and p99 stall of the loop
   while the server is scraped back to back for ten seconds, in three runs
-  (``--quick``: 100k series, one short run).
+  (``--quick``: 100k series, one short run); in each run, first the same
+  loop for ten seconds without a scrape (the machine's own noise then).
+
+Each stall is also given less the time the loop's thread waited for a CPU
+meanwhile, and less that and the longest such wait of another thread of the
+process (the thread holding the GIL the loop waits for): see ``_Probe``.
 
 Variants: promloop's in-loop and threaded servers, prometheus_client's
 aiohttp handler (in-loop) and its threaded WSGI server, promloop's and

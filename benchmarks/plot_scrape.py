@@ -32,7 +32,7 @@ def main() -> None:
     colors = ["#2a7ab0" if n.startswith("promloop") else "#9a9a9a" for n in names]
 
     figure, (stalls, large, shares) = plt.subplots(
-        1, 3, figsize=(15, 4.4), layout="constrained", width_ratios=(3, 2, 2)
+        1, 3, figsize=(16, 4.8), layout="constrained", width_ratios=(3, 2, 2)
     )
     rows = range(len(names))
     stalls.barh(rows, worst, color=colors, xerr=[[0] * len(names), highest], capsize=3)
@@ -73,17 +73,20 @@ def main() -> None:
             marker="x",
             label="no scrape (the machine)",
         )
-        large.legend(loc="lower right")
+        large.legend(loc="upper right", fontsize="small")
     _stall_axis(large)
     large.set_yticks(list(big_rows), measured)
     large.invert_yaxis()
-    large.set_xlabel(f"the same while scraping {series // 1000:,}k series, ms".replace(",", " "))
+    large.set_xlabel(
+        "the same while scraping " + f"{series // 1000:,}k".replace(",", " ") + " series, ms\n"
+        "(median of 3 runs; the whisker reaches the highest)"
+    )
 
     shares.barh(rows, concurrent, color=colors)
     shares.set_yticks(list(rows), [""] * len(names))
     shares.invert_yaxis()
     shares.axvline(1.5, color="black", linestyle=":", linewidth=1)  # the goal: 1.5 at most
-    shares.set_xlabel("8 concurrent scrapes ÷ 1 scrape at 50k series (wall time)")
+    shares.set_xlabel("8 concurrent scrapes ÷ 1 scrape\nat 50k series (wall time)")
 
     figure.suptitle("Scraping promloop (blue) and the alternatives, side by side")
     figure.savefig(RESULTS / "scrape.png", dpi=100)
