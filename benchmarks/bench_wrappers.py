@@ -502,9 +502,9 @@ def floor_rows(m: Metrics) -> list[Row]:
     """Hand-written variants that show what the rows short of their goal pay for.
 
     The one-shot forms: promloop called by its imported name, and as ``aio.time``
-    (an attribute of :mod:`promloop.aio`, whose module ``__getattr__`` -- which
-    loads ``promloop.aio.web`` and the other aiohttp modules on first use -- stops
-    CPython from specializing the look-up).  ``count_exceptions()`` on a raising
+    (an attribute of :mod:`promloop.aio`; a module ``__getattr__`` there would stop
+    CPython from specializing the look-up, which is why promloop.aio has none when
+    aiohttp is installed).  ``count_exceptions()`` on a raising
     call: hand-written wrappers with the function's exact parameters, counting
     every ``Exception``, or every exception but asyncio's cancellation (promloop's
     default leaves all cancellation uncounted: trio's, Twisted's, groups of them).

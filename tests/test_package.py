@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 import warnings
@@ -127,13 +128,6 @@ class TestExports:
 
         assert ["MetricsResource"] == web.__all__
 
-    def test_lazy_aio_web(self, monkeypatch):
-        """promloop.aio.web loads on attribute access."""
-        pytest.importorskip("aiohttp")
-        monkeypatch.delattr(promloop.aio, "web", raising=False)  # as if never imported
-
-        assert "promloop.aio.web" == promloop.aio.web.__name__
-
     def test_prometheus_async_names(self):
         """Every name prometheus_async.types offers exists in promloop.types."""
         for name in ("P", "R", "T", "C", "Deregisterer", "Incrementer", "Observer", "ParamSpec"):
@@ -176,19 +170,76 @@ class TestVersion:
 
 class TestLaziness:
     def test_import_is_cheap(self):
-        """Import promloop (and promloop.aio) loads neither aiohttp nor Twisted."""
+        """Import promloop (and promloop.types) loads neither aiohttp nor Twisted."""
         result = run_python(
-            "import sys, promloop, promloop.aio, promloop.types;"
+            "import sys, promloop, promloop.types;"
             "print(sorted(m for m in ('aiohttp', 'twisted') if m in sys.modules))"
         )
 
         assert "[]" == result.stdout.strip(), result.stderr
+
+    def test_aio_loads_no_twisted(self):
+        """Import promloop.aio leaves Twisted alone."""
+        result = run_python("import sys, promloop.aio; print('twisted' in sys.modules)")
+
+        assert "False" == result.stdout.strip(), result.stderr
 
     def test_subpackages_load_on_access(self):
         """promloop.aio loads on first attribute access."""
         result = run_python("import promloop; print(promloop.aio.time.__module__)")
 
         assert "promloop.aio._decorators" == result.stdout.strip(), result.stderr
+
+
+class TestAioSubmodules:
+    def test_there_from_the_start(self):
+        """With aiohttp, `from promloop import aio` suffices for aio.web, as in prometheus-async."""
+        pytest.importorskip("aiohttp")
+        result = run_python(
+            "from promloop import aio;"
+            "print(aio.web.start_http_server.__name__, aio.fanin.start_fanin.__name__,"
+            " aio.push.push_to_gateway.__name__, aio.sd.FileSD.__name__)"
+        )
+
+        assert "start_http_server start_fanin push_to_gateway FileSD" == result.stdout.strip(), (
+            result.stderr
+        )
+
+    def test_no_module_getattr(self):
+        """With aiohttp installed, promloop.aio has no module __getattr__.
+
+        CPython does not specialise attribute lookups on a module that has one,
+        and ``aio.time(metric, coroutine)`` would pay for that at every call.
+        """
+        pytest.importorskip("aiohttp")
+
+        assert "__getattr__" not in vars(promloop.aio)
+
+    @pytest.fixture
+    def aio_without_aiohttp(self, monkeypatch):
+        """promloop.aio run again as if aiohttp were not installed; restored afterwards."""
+        namespace = vars(promloop.aio)
+        saved = dict(namespace)
+        monkeypatch.setitem(sys.modules, "aiohttp", None)
+        for name in ("fanin", "push", "web"):
+            namespace.pop(name, None)
+            monkeypatch.delitem(sys.modules, f"promloop.aio.{name}", raising=False)
+        try:
+            yield importlib.reload(promloop.aio)
+        finally:
+            namespace.clear()
+            namespace.update(saved)
+
+    def test_without_aiohttp(self, aio_without_aiohttp):
+        """Without aiohttp, aio.sd still works, and aio.web names the extra to install."""
+        aio = aio_without_aiohttp
+
+        assert promloop.aio.sd is aio.sd
+        for name in ("fanin", "push", "web"):
+            with pytest.raises(ModuleNotFoundError, match=r"pip install 'promloop\[aiohttp\]'"):
+                getattr(aio, name)
+        with pytest.raises(AttributeError, match=r"module 'promloop\.aio' has no attribute 'nope'"):
+            _ = aio.nope
 
 
 class TestMissingExtras:
