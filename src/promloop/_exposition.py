@@ -376,8 +376,9 @@ def encoded(fmt: Format, body: bytes | list[bytes], *, compress: bool) -> Reply:
 def gzipped(pieces: list[bytes]) -> list[bytes]:
     """Compress a body given in pieces, a piece at a time, emptying *pieces*.
 
-    The result, joined, is ``gzip.compress(b"".join(pieces), GZIP_LEVEL,
-    mtime=0)``, byte for byte.  But zlib lets go of the GIL while it
+    The result, joined, is what compressing the joined body at once gives,
+    byte for byte (on Python 3.11 and later, ``gzip.compress(b"".join(pieces),
+    GZIP_LEVEL, mtime=0)``).  But zlib lets go of the GIL while it
     compresses each piece, where compressing the joined body would first
     copy it whole while holding the GIL; and each piece is let go as soon as
     it is compressed.
