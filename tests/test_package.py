@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import re
 import subprocess
 import sys
 import warnings
@@ -291,3 +292,41 @@ class TestMissingExtras:
             "pip install 'promloop[aiohttp]'"
         )
         assert expected == str(info.value)
+
+    def test_import_extra_broken(self, monkeypatch, tmp_path):
+        """An installed package that fails to import is not called missing: its error is given."""
+        from promloop._optional import import_extra
+
+        (tmp_path / "brokenpkg.py").write_text("import no_such_dependency_of_brokenpkg\n")
+        monkeypatch.syspath_prepend(str(tmp_path))
+
+        with pytest.raises(ImportError) as info:
+            import_extra("brokenpkg", "aiohttp", needed_by="promloop.aio.web")
+
+        expected = (
+            "promloop.aio.web needs brokenpkg, which could not be imported "
+            "(No module named 'no_such_dependency_of_brokenpkg'): pip install 'promloop[aiohttp]'"
+        )
+        assert expected == str(info.value)
+        assert "no_such_dependency_of_brokenpkg" == info.value.name
+
+    @pytest.mark.parametrize(
+        "setup",
+        [
+            "sys.modules['multidict'] = None",  # aiohttp installed, a dependency of it broken
+            "sys.modules['aiohttp'] = types.ModuleType('aiohttp')",  # a test's stand-in
+        ],
+    )
+    def test_wrappers_survive_a_broken_aiohttp(self, setup):
+        """An aiohttp that cannot be imported leaves the wrappers usable; aio.web says why."""
+        pytest.importorskip("aiohttp")
+        result = run_python(
+            f"import sys, types; {setup}\n"
+            "from promloop import aio\n"
+            "print(aio.time.__name__, aio.sd.FileSD.__name__)\n"
+            "aio.web\n"
+        )
+
+        assert "time FileSD" == result.stdout.strip(), result.stderr
+        last_line = result.stderr.strip().splitlines()[-1]
+        assert re.match(r"(ModuleNotFound|Import)Error: .*aiohttp", last_line), last_line

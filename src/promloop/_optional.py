@@ -19,13 +19,16 @@ def import_extra(module: str, extra: str, *, needed_by: str) -> ModuleType:
         extra: promloop's extra that provides it, for example ``"aiohttp"``.
         needed_by: What needs it, for the message (``"promloop.aio.web"``).
     """
+    package = module.partition(".")[0]
     try:
         return importlib.import_module(module)
     except ImportError as err:
-        msg = (
-            f"{needed_by} needs {module.partition('.')[0]}, which is not installed: "
-            f"pip install 'promloop[{extra}]'"
-        )
+        if isinstance(err, ModuleNotFoundError) and (err.name or "").partition(".")[0] == package:
+            problem = "which is not installed"
+        else:  # installed, but broken: a dependency of its own is missing, say
+            problem = f"which could not be imported ({err})"
+        msg = f"{needed_by} needs {package}, {problem}: pip install 'promloop[{extra}]'"
+
         # ModuleNotFoundError, as for any missing module: pytest.importorskip()
         # and `except ImportError` both handle it.
         raise ModuleNotFoundError(msg, name=err.name) from err

@@ -6,7 +6,8 @@ server registers once it listens, and deregisters when it is closed.  Any
 object with the :class:`promloop.types.ServiceDiscovery` method works too.
 
 :class:`FileSD` is plain file I/O and needs no framework; :class:`ConsulAgent`
-needs aiohttp (``pip install 'promloop[consul]'``) and loads it on first use.
+needs aiohttp (``pip install 'promloop[consul]'``).  (When aiohttp is
+installed, :mod:`promloop.aio` imports it anyway, with :mod:`promloop.aio.web`.)
 """
 
 from __future__ import annotations
