@@ -30,6 +30,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_late
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS
 
 from promloop import BasicAuth, BearerToken
+from promloop.aio import _handler
 from promloop.aio.web import (
     MetricsHTTPServer,
     Socket,
@@ -206,6 +207,31 @@ class TestMakeHandler:
         assert "Transfer-Encoding" not in headers
         assert (str(len(body)), b"") == (head_headers["Content-Length"], head_body)
         assert not any(isinstance(streamed, bytes) for streamed in bodies)
+
+    def test_pieces_one_per_turn(self):
+        """The pieces of a streamed body are handed over one per turn of the event loop."""
+        ticks = 0
+        seen = []
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        async def main():
+            task = asyncio.ensure_future(ticker())
+            await asyncio.sleep(0)
+            seen.extend(
+                [(piece, ticks) async for piece in _handler._one_by_one((b"a", b"b", b"c"))]
+            )
+            task.cancel()
+
+        run(main())
+        counts = [count for _, count in seen]
+
+        assert [b"a", b"b", b"c"] == [piece for piece, _ in seen]
+        assert counts == sorted(set(counts))  # the ticker ran between every two pieces
 
     def test_auth(self, registry, hits):
         """With auth=, a request without credentials gets 401 and a challenge."""

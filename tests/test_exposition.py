@@ -430,16 +430,25 @@ class TestReply:
 
         assert (b"abcde", 5) == (reply.body, reply.length)
 
-    @pytest.mark.parametrize("compress", [False, True], ids=["plain", "gzip"])
-    def test_encoded_takes_bytes_or_pieces(self, compress):
-        """encoded() takes a whole body (the fan-in's) or pieces (a render's), to the same end."""
+    def test_encoded_plain(self):
+        """Uncompressed, encoded() keeps the pieces as they are, in the format's content type."""
         pieces = [b"x" * 70_000, b"y" * 70_000]
 
-        from_bytes = encoded(DEFAULT_FORMAT, b"".join(pieces), compress=compress)
-        from_pieces = encoded(DEFAULT_FORMAT, pieces, compress=compress)
+        reply = encoded(DEFAULT_FORMAT, list(pieces), compress=False)
 
-        assert from_bytes.headers == from_pieces.headers
-        assert from_bytes.body == from_pieces.body
+        assert (200, tuple(pieces)) == (reply.status, reply.pieces)
+        assert (("Content-Type", DEFAULT_FORMAT.content_type),) == reply.headers
+
+    def test_encoded_gzip(self):
+        """Compressed, the pieces are the whole body gzipped, and the list given is emptied."""
+        pieces = [b"x" * 70_000, b"y" * 70_000]
+        given = list(pieces)
+
+        reply = encoded(DEFAULT_FORMAT, given, compress=True)
+
+        assert b"".join(pieces) == gzip.decompress(reply.body)
+        assert ("Content-Encoding", "gzip") in reply.headers
+        assert [] == given
 
 
 class TestExposition:

@@ -27,6 +27,7 @@ import aiohttp
 import yarl
 
 from aiohttp import web
+from aiohttp.http_writer import StreamWriter
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
@@ -35,7 +36,7 @@ from prometheus_client.parser import text_string_to_metric_families as text_fami
 
 from promloop import BasicAuth, BearerToken, _exposition, _merge
 from promloop._file_sd import Target
-from promloop.aio import _fanin_server, _fleet
+from promloop.aio import _fleet
 from promloop.aio.fanin import start_fanin
 from promloop.aio.sd import FileSD
 from promloop.aio.web import start_http_server
@@ -422,7 +423,7 @@ class TestOffTheLoop:
         spy(_fleet.TargetDirectory, "read")
         spy(_fleet._Outcome, "take")
         spy(_merge.Merger, "merge")
-        spy(_merge.Merged, "expose")
+        spy(_merge.Merged, "expose_pieces")
         spy(_merge, "_encode")
         spy(_fleet, "encoded")
         spy(_fleet.Fleet, "_targets_json")
@@ -442,27 +443,24 @@ class TestOffTheLoop:
 
         loop_thread = run(main())
 
-        assert {"read", "take", "merge", "expose", "_encode", "encoded", "_targets_json"} == set(
-            where
-        )
+        assert {
+            "read",
+            "take",
+            "merge",
+            "expose_pieces",
+            "_encode",
+            "encoded",
+            "_targets_json",
+        } == set(where)
         assert all(loop_thread not in threads for threads in where.values()), where
 
-    def test_large_answer_is_sent_a_slice_per_turn(self, tmp_path, monkeypatch):
-        """A large answer goes out a slice at a time, other tasks running between slices."""
-        monkeypatch.setattr(_fanin_server, "SENT_AT_A_TIME", 4096)
+    def test_large_answer_is_sent_a_piece_per_turn(self, tmp_path, monkeypatch):
+        """A large answer goes out a piece at a time, other tasks running between two."""
         ticks = 0
-        seen: list[tuple[int, int]] = []  # (slice size, ticks so far) at each write
-        original = web.StreamResponse.write
+        seen: list[tuple[int, int]] = []  # (piece size, ticks so far) at each write
 
-        async def write(self, data):
+        def record(data):
             seen.append((len(data), ticks))
-            await original(self, data)
-
-        monkeypatch.setattr(web.StreamResponse, "write", write)
-        registry = jobs(1)
-        big = Gauge("big", "Many series.", ["n"], registry=registry)
-        for n in range(2000):
-            big.labels(str(n)).set(n)
 
         async def ticker():
             nonlocal ticks
@@ -471,8 +469,9 @@ class TestOffTheLoop:
                 await asyncio.sleep(0)
 
         async def main():
-            one = await worker(tmp_path, registry)
+            one = await worker(tmp_path, big_registry())
             async with fanin(tmp_path) as server:
+                spy_on_answers(monkeypatch, server, record)
                 task = asyncio.ensure_future(ticker())
                 answer = await fetch(server.metrics_url)
                 head = await fetch_head(server.metrics_url)
@@ -480,40 +479,32 @@ class TestOffTheLoop:
             await one.close()
             return answer, head
 
-        (status, _, body), (head_status, head_length) = run(main())
+        (status, headers, body), (head_status, head_length) = run(main())
         sizes = [size for size, _ in seen]
         counts = [count for _, count in seen]
 
         assert 200 == status
-        assert 2000.0 == len([k for k in samples(body) if k[0] == "big"])
-        assert len(body) == sum(sizes)
-        assert 4096 == max(sizes)
-        assert len(counts) == len(set(counts))  # the ticker ran between every two slices
+        assert BIG_SERIES == len([k for k in samples(body) if k[0] == "big"])
+        assert len(body) == sum(sizes) == int(headers["Content-Length"])  # sized, not chunked
+        assert 1 < len(sizes)
+        assert len(counts) == len(set(counts))  # the ticker ran between every two pieces
         assert 200 == head_status  # HEAD: the headers of the whole answer, no body
-        assert int(head_length) > 4096
+        assert max(sizes) < int(head_length)
 
     def test_scraper_hanging_up_mid_answer(self, tmp_path, monkeypatch, caplog):
         """A scraper that hangs up mid-answer is no error: nothing logged, the next one served."""
-        monkeypatch.setattr(_fanin_server, "SENT_AT_A_TIME", 4096)
         writes = 0
-        original = web.StreamResponse.write
 
-        async def write(self, data):
+        def hang_up_at_the_second_piece(_data):
             nonlocal writes
             writes += 1
-            if writes == 3:
+            if writes == 2:
                 raise ConnectionResetError("Cannot write to closing transport")
-            await original(self, data)
-
-        monkeypatch.setattr(web.StreamResponse, "write", write)
-        registry = jobs(1)
-        big = Gauge("big", "Many series.", ["n"], registry=registry)
-        for n in range(2000):
-            big.labels(str(n)).set(n)
 
         async def main():
-            one = await worker(tmp_path, registry)
+            one = await worker(tmp_path, big_registry())
             async with fanin(tmp_path) as server:
+                spy_on_answers(monkeypatch, server, hang_up_at_the_second_piece)
                 with contextlib.suppress(aiohttp.ClientError):
                     await fetch(server.metrics_url)
                 answer = await fetch(server.metrics_url)
@@ -523,9 +514,36 @@ class TestOffTheLoop:
         with caplog.at_level(logging.DEBUG):
             status, _, body = run(main())
 
+        assert 2 < writes  # the first answer was cut short, the second one sent whole
         assert 200 == status
-        assert b"big{" in body
+        assert BIG_SERIES == len([k for k in samples(body) if k[0] == "big"])
         assert [] == [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+BIG_SERIES = 20_000
+"""Series in big_registry(): an answer of several pieces (about 600 kB)."""
+
+
+def big_registry():
+    """Return a worker's registry whose answer is large."""
+    registry = jobs(1)
+    big = Gauge("big", "Many series.", ["n"], registry=registry)
+    for n in range(BIG_SERIES):
+        big.labels(str(n)).set(n)
+    return registry
+
+
+def spy_on_answers(monkeypatch, server, spy):
+    """Call *spy* with each piece of body the fan-in *server* writes, before writing it."""
+    port = yarl.URL(server.metrics_url).port
+    original = StreamWriter.write
+
+    async def write(self, chunk, **kwargs):
+        if self.transport.get_extra_info("sockname")[1] == port:  # not the worker's answers
+            spy(chunk)
+        await original(self, chunk, **kwargs)
+
+    monkeypatch.setattr(StreamWriter, "write", write)
 
 
 async def settled(condition, within=10.0):

@@ -31,7 +31,7 @@ from prometheus_client.openmetrics import exposition as openmetrics_exposition
 
 from ._auth import BasicAuth, BearerToken, header_bytes
 from ._registries import registry_or_default
-from ._render import render, render_pieces
+from ._render import render_pieces
 from ._render.pieces import Pieces
 
 
@@ -120,13 +120,7 @@ class Format:
 
         ``created=False`` leaves out the ``_created`` samples.
         """
-        return render(
-            registry,
-            openmetrics=self.openmetrics,
-            escaping=self.escaping,
-            names=names,
-            created=created,
-        )
+        return b"".join(self.render_pieces(registry, names, created=created))
 
     def render_pieces(
         self, registry: Any, names: frozenset[str] | None = None, *, created: bool = True
@@ -357,15 +351,15 @@ BAD_NAMES: Final = plain_reply(400, "400 Bad Request: name[] values must be UTF-
 """The answer to a scrape whose ``name[]`` values are not UTF-8."""
 
 
-def encoded(fmt: Format, body: bytes | list[bytes], *, compress: bool) -> Reply:
-    """Return the 200 reply carrying *body* in *fmt*, gzipped if *compress*.
+def encoded(fmt: Format, pieces: list[bytes], *, compress: bool) -> Reply:
+    """Return the 200 reply carrying a body in *fmt*, gzipped if *compress*.
 
     Args:
-        fmt: The format *body* is written in.
-        body: The body, whole or in pieces; a list of pieces is emptied.
+        fmt: The format the body is written in.
+        pieces: The body, in pieces (a render's, or the fan-in's); emptied if
+            compressed.
         compress: Gzip the body.
     """
-    pieces = [body] if isinstance(body, bytes) else body
     headers = [("Content-Type", fmt.content_type)]
     if compress:
         pieces = gzipped(pieces)

@@ -110,6 +110,7 @@ from ._openmetrics_reader import (
 )
 from ._render import render
 from ._render.pacing import Pacer
+from ._render.pieces import Pieces
 
 
 if TYPE_CHECKING:
@@ -282,7 +283,27 @@ class Merged:
         created: bool = True,
         extra: Collection[Any] = (),
     ) -> bytes:
-        """Write the merged metrics as prometheus_client would write them.
+        """Write the merged metrics as :meth:`expose_pieces` does, joined."""
+        return b"".join(
+            self.expose_pieces(
+                openmetrics=openmetrics,
+                escaping=escaping,
+                names=names,
+                created=created,
+                extra=extra,
+            )
+        )
+
+    def expose_pieces(
+        self,
+        *,
+        openmetrics: bool,
+        escaping: str,
+        names: frozenset[str] | None = None,
+        created: bool = True,
+        extra: Collection[Any] = (),
+    ) -> list[bytes]:
+        """Write the merged metrics as prometheus_client would write them, in pieces.
 
         Args:
             openmetrics: OpenMetrics 1.0.0 rather than the text format.
@@ -306,7 +327,7 @@ class Merged:
         taken = frozenset[str]().union(*(family.header.sample_names() for family in own))
         pace = Pacer()
         chunks: list[str] = []
-        parts: list[bytes] = []
+        parts = Pieces()
         for family in self._families:
             if taken.isdisjoint(family.header.sample_names()):
                 _write(writer, family, chunks, names, created=created)
@@ -316,11 +337,10 @@ class Merged:
         if openmetrics:
             chunks.append(EOF)
         _encode(chunks, parts, pace)
-        # Unlike str.join, bytes.join lets go of the GIL while it copies megabytes.
-        return b"".join(parts)
+        return parts.done()
 
 
-def _encode(chunks: list[str], parts: list[bytes], pace: Callable[[], None]) -> None:
+def _encode(chunks: list[str], parts: Pieces, pace: Callable[[], None]) -> None:
     """Move *chunks* into *parts*, encoded a slice at a time, pausing between slices."""
     group: list[str] = []
     size = 0
@@ -328,11 +348,11 @@ def _encode(chunks: list[str], parts: list[bytes], pace: Callable[[], None]) -> 
         group.append(chunk)
         size += len(chunk)
         if size >= _SLICE_CHARACTERS:
-            parts.append("".join(group).encode())
+            parts.add("".join(group).encode())
             group, size = [], 0
             pace()
     if group:
-        parts.append("".join(group).encode())
+        parts.add("".join(group).encode())
     chunks.clear()
 
 

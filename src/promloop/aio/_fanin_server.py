@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import html
 
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
     from .._auth import BasicAuth, BearerToken
-    from .._exposition import Reply
     from ..types import ServiceDiscovery
 
 
@@ -30,33 +29,6 @@ __all__ = ["TARGETS_PATH", "start_fanin"]
 
 TARGETS_PATH = "/targets"
 """Where the fan-in lists its workers for Prometheus's ``http_sd_configs``."""
-
-SENT_AT_A_TIME: Final = 256 * 1024
-"""The most bytes of an answer handed to the socket in one turn of the event loop."""
-
-
-async def _send(request: web.Request, reply: Reply) -> web.StreamResponse:
-    """Send a large answer a slice per turn of the event loop.
-
-    Handed over whole, tens of megabytes would be copied and sent in one
-    turn of the loop, every other task waiting meanwhile.
-    """
-    if request.method == "HEAD" or len(reply.body) <= SENT_AT_A_TIME:
-        return response(reply)
-    sent = web.StreamResponse(status=reply.status, headers=dict(reply.headers))
-    sent.content_length = len(reply.body)
-    await sent.prepare(request)
-    body = memoryview(reply.body)
-    try:
-        for start in range(0, len(body), SENT_AT_A_TIME):
-            await sent.write(body[start : start + SENT_AT_A_TIME])
-            # write() waits only while the socket's buffer is full: a scraper
-            # that reads fast would otherwise take the whole answer in this turn.
-            await asyncio.sleep(0)
-    except ConnectionError:
-        # The scraper hung up: no error, as when aiohttp sends a body whole.
-        sent.force_close()
-    return sent  # aiohttp ends it (write_eof), quietly if the connection is gone
 
 
 def _index_page(metrics_path: str) -> bytes:
@@ -158,7 +130,7 @@ async def start_fanin(
         await fleet.close()
         raise
 
-    async def metrics(request: web.Request) -> web.StreamResponse:
+    async def metrics(request: web.Request) -> web.Response:
         headers = request.headers
         scraper_timeout = headers.get(SCRAPE_TIMEOUT_HEADER)
         answering = fleet.scrape(
@@ -172,7 +144,7 @@ async def start_fanin(
             reply = await asyncio.wait_for(asyncio.wrap_future(answering), seconds)
         except asyncio.TimeoutError:
             reply = too_slow(fleet, seconds)
-        return await _send(request, reply)
+        return response(reply, streamed=True)
 
     async def targets(request: web.Request) -> web.Response:
         body = await fleet.targets_json()

@@ -331,14 +331,14 @@ class Fleet:
         with self._lock:  # forget the failures of targets that are gone
             current = {"", *(target.identity for target, _ in kept)}
             self._failing = {k: v for k, v in self._failing.items() if k in current}
-        body = merged.expose(
+        pieces = merged.expose_pieces(
             openmetrics=fmt.openmetrics,
             escaping=fmt.escaping,
             names=names or None,
             created=self.created,
             extra=(self.registry,),
         )
-        return encoded(fmt, body, compress=compress)
+        return encoded(fmt, pieces, compress=compress)
 
     def _note_failure(self, target: Target | None, error: str) -> None:
         """Log a failure when it starts (or changes), not at every scrape."""
