@@ -58,7 +58,7 @@ from promloop.aio import track_inprogress as imported_track
 
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
 
 try:
@@ -637,6 +637,19 @@ def main() -> None:
     print_floor_table(options.rows, number, rounds)
 
 
+def timed(rows: list[Row], only: str, number: int, rounds: int) -> Iterator[tuple[Row, Timings]]:
+    """Time the rows whose name contains *only*, one after another."""
+    for row in rows:
+        if only in row.name:
+            yield row, Timings(row, number, rounds)
+
+
+def print_head(header: str, subheader: str) -> None:
+    print(header)
+    print(subheader)
+    print("-" * len(header))
+
+
 def print_goal_table(rows: list[Row], only: str, number: int, rounds: int) -> None:
     peer = "prometheus-async" if peer_aio else "prometheus-async not installed"
     print(f"Python {sys.version.split()[0]}; {rounds} interleaved rounds of {number} calls; {peer}")
@@ -649,14 +662,9 @@ def print_goal_table(rows: list[Row], only: str, number: int, rounds: int) -> No
         f"{'row':37} {'bare':>5} {'inline':>6} {'hand':>5} {'promloop':>8} {'peer':>5} |"
         f" {'promloop x inline':>17} {'peer x inline':>13} {'promloop x hand':>15} {'goal':>4}"
     )
-    print(header)
-    print(f"{'':72}| {'best median':>17} {'best median':>13} {'best median':>15}")
-    print("-" * len(header))
+    print_head(header, f"{'':72}| {'best median':>17} {'best median':>13} {'best median':>15}")
     misses = []
-    for row in rows:
-        if only not in row.name:
-            continue
-        timings = Timings(row, number, rounds)
+    for row, timings in timed(rows, only, number, rounds):
         best = timings.best
         goal = GOALS.get(row.name)
         if goal is not None and timings.best_ratio("promloop", "inline") > goal:
@@ -682,13 +690,8 @@ def print_template_table(only: str, number: int, rounds: int) -> None:
         f"{'row':37} {'probe':>6} {'template':>8} {'specialized':>11} |"
         f" {'probe x inline':>14} {'template x inline':>17} {'specialized x inline':>20}"
     )
-    print(header)
-    print(f"{'':66}| {'best median':>14} {'best median':>17} {'best median':>20}")
-    print("-" * len(header))
-    for row in template_rows(Metrics.fresh()):
-        if only not in row.name:
-            continue
-        timings = Timings(row, number, rounds)
+    print_head(header, f"{'':66}| {'best median':>14} {'best median':>17} {'best median':>20}")
+    for row, timings in timed(template_rows(Metrics.fresh()), only, number, rounds):
         best = timings.best
         print(
             f"{row.name:37} {best['probe']:6.0f} {best['template']:8.0f}"
@@ -704,13 +707,8 @@ def print_floor_table(only: str, number: int, rounds: int) -> None:
     print("Where the rest goes: the rows short of their goal, next to hand-written variants")
     print()
     header = f"{'row':37} {'variant':36} {'ns':>5} | {'x inline':>12}"
-    print(header)
-    print(f"{'':80}| {'best median':>12}")
-    print("-" * len(header))
-    for row in floor_rows(Metrics.fresh()):
-        if only not in row.name:
-            continue
-        timings = Timings(row, number, rounds)
+    print_head(header, f"{'':80}| {'best median':>12}")
+    for row, timings in timed(floor_rows(Metrics.fresh()), only, number, rounds):
         for variant in row.variants:
             if variant in {"bare", "inline"}:
                 continue
