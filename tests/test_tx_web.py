@@ -81,6 +81,13 @@ class Consuming(DummyRequest):
             self.producer.pauseProducing()
 
 
+def fill(registry):
+    """Give *registry* 10k series: a body of several pieces."""
+    many = Gauge("many", "Many.", ["id"], registry=registry)
+    for i in range(10_000):
+        many.labels(str(i)).set(i)
+
+
 def scrape(resource, reactor, dummy):
     assert NOT_DONE_YET == resource.render(dummy)
     reactor.run_pool()
@@ -301,9 +308,7 @@ class TestMetricsResource:
 
     def test_large_body_written_a_piece_at_a_time(self, registry, reactor):
         """A body of many pieces is written as the transport takes them, with its length."""
-        many = Gauge("many", "Many.", ["id"], registry=registry)
-        for i in range(10_000):
-            many.labels(str(i)).set(i)
+        fill(registry)
         resource = MetricsResource(registry, reactor=reactor)
         dummy = Consuming()
 
@@ -323,9 +328,7 @@ class TestMetricsResource:
 
     def test_large_body_head(self, registry, reactor):
         """HEAD of a large body writes nothing and finishes at once."""
-        many = Gauge("many", "Many.", ["id"], registry=registry)
-        for i in range(10_000):
-            many.labels(str(i)).set(i)
+        fill(registry)
         dummy = request(b"HEAD")
 
         status, headers, body = scrape(MetricsResource(registry, reactor=reactor), reactor, dummy)
@@ -338,9 +341,7 @@ class TestMetricsResource:
     @pytest.mark.parametrize("how", ["stopped", "client gone"])
     def test_large_body_stopped(self, registry, reactor, how):
         """A transport that stops its producer, or a client that goes away, ends the writing."""
-        many = Gauge("many", "Many.", ["id"], registry=registry)
-        for i in range(10_000):
-            many.labels(str(i)).set(i)
+        fill(registry)
         dummy = Consuming()
         MetricsResource(registry, reactor=reactor).render(dummy)
         reactor.run_pool()
@@ -357,9 +358,7 @@ class TestMetricsResource:
 
     def test_large_body_through_a_real_channel(self, registry, reactor):
         """Through twisted.web's own channel and a transport in memory, the body arrives whole."""
-        many = Gauge("many", "Many.", ["id"], registry=registry)
-        for i in range(10_000):
-            many.labels(str(i)).set(i)
+        fill(registry)
         root = Resource()
         root.putChild(b"metrics", MetricsResource(registry, reactor=reactor))
         channel = Site(root, reactor=Clock()).buildProtocol(None)
