@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import runpy
 import signal
@@ -11,6 +12,8 @@ import sys
 import textwrap
 import urllib.error
 import urllib.request
+
+from pathlib import Path
 
 import pytest
 
@@ -178,6 +181,22 @@ class TestCommandLine:
 
         assert 2 == _cli.main(["fanin", str(tmp_path), *args])
         assert message in capsys.readouterr().err
+
+    @pytest.mark.parametrize("stdin", ["/dev/null", "a file", "none"])
+    def test_exit_on_eof_needs_a_pipe(self, tmp_path, monkeypatch, capsys, stdin):
+        """--exit-on-eof on standard input that is no pipe is a usage error, not a hang."""
+        (tmp_path / "a file").touch()
+        args = ["fanin", str(tmp_path), "--addr=127.0.0.1", "--exit-on-eof"]
+        with contextlib.ExitStack() as files:
+            if stdin == "none":  # closed when the process started
+                monkeypatch.setattr(sys, "stdin", None)
+            else:
+                path = Path(os.devnull) if stdin == "/dev/null" else tmp_path / stdin
+                monkeypatch.setattr(sys, "stdin", files.enter_context(path.open()))
+            status = _cli.main(args)
+
+        assert 2 == status
+        assert "--exit-on-eof needs standard input to be a pipe" in capsys.readouterr().err
 
     @pytest.mark.parametrize(
         "args",

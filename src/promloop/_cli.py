@@ -8,6 +8,7 @@ import math
 import os
 import signal
 import ssl
+import stat
 import sys
 
 from pathlib import Path
@@ -187,8 +188,27 @@ def tls_context(options: argparse.Namespace) -> ssl.SSLContext | None:
     return context
 
 
+def _check_stdin_is_a_pipe() -> None:
+    """Refuse --exit-on-eof where standard input is no pipe (closed, /dev/null, a file).
+
+    The event loop can watch only a pipe or a socket for its end: on
+    /dev/null (systemd's and docker's default) epoll refuses to watch it, and
+    the fan-in would log a traceback and never exit.
+    """
+    try:
+        mode = os.fstat(sys.stdin.fileno()).st_mode
+    except (AttributeError, ValueError, OSError):  # sys.stdin is None, or closed
+        mode = 0
+    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+        msg = "--exit-on-eof needs standard input to be a pipe, held open by the parent process"
+        raise UsageError(msg)
+
+
 async def _fanin(options: argparse.Namespace) -> int:
     from .aio.fanin import start_fanin  # noqa: PLC0415 -- needs aiohttp, only for this command
+
+    if options.exit_on_eof:
+        _check_stdin_is_a_pipe()
 
     extra = {} if options.scrape_timeout is None else {"scrape_timeout": options.scrape_timeout}
     server = await start_fanin(
