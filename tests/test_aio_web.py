@@ -25,6 +25,7 @@ import aiohttp
 import trustme
 
 from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 from multidict import CIMultiDict
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS
@@ -46,6 +47,13 @@ from .peers import port_is_free
 
 run = asyncio.run
 PLAIN = {"Accept-Encoding": "identity"}
+
+
+def fill(registry):
+    """Give *registry* 25k series: some 100 kB gzipped, a body of two pieces or more."""
+    gauge = Gauge("many", "Many.", ["id"], registry=registry)
+    for i in range(25_000):
+        gauge.labels(str(i)).set(i / 7)
 
 
 @pytest.fixture
@@ -176,15 +184,13 @@ class TestMakeHandler:
     @pytest.mark.parametrize("encoding", ["identity", "gzip"])
     def test_large_body_written_a_piece_at_a_time(self, registry, encoding):
         """A body of many pieces is streamed, with its length: not joined, not chunked."""
-        gauge = Gauge("many", "Many.", ["id"], registry=registry)
-        for i in range(25_000):  # some 100 kB gzipped: two pieces
-            gauge.labels(str(i)).set(i / 7)
+        fill(registry)
         bodies = []
 
         @web.middleware
         async def spy(request, handler):
             response = await handler(request)
-            bodies.append(response.body)
+            bodies.append(response._body)  # what aiohttp writes
             return response
 
         async def main():
@@ -207,6 +213,40 @@ class TestMakeHandler:
         assert "Transfer-Encoding" not in headers
         assert (str(len(body)), b"") == (head_headers["Content-Length"], head_body)
         assert not any(isinstance(streamed, bytes) for streamed in bodies)
+
+    def test_large_body_reads_as_bytes(self, registry):
+        """Read by its caller, a body written in pieces is bytes, as in prometheus-async."""
+        fill(registry)
+        request = make_mocked_request("GET", "/metrics")  # aiohttp's own stand-in
+
+        answer = run(make_handler(registry)(request))
+
+        assert generate_latest(registry) == answer.body
+        assert answer.body.decode() == answer.text
+
+    @pytest.mark.parametrize("attribute", ["body", "text"])
+    def test_large_body_replaced(self, registry, attribute):
+        """A middleware that replaces a large body sends the new one, with its own length."""
+        fill(registry)
+
+        @web.middleware
+        async def replace(request, handler):
+            answer = await handler(request)
+            setattr(answer, attribute, b"replaced" if attribute == "body" else "replaced")
+            return answer
+
+        async def main():
+            app = web.Application(middlewares=[replace])
+            app.router.add_get("/metrics", make_handler(registry))
+            runner, base = await serve_app(app)
+            try:
+                return await fetch(f"{base}/metrics", headers={"Accept-Encoding": "identity"})
+            finally:
+                await runner.cleanup()
+
+        status, headers, body = run(main())
+
+        assert (200, b"replaced", "8") == (status, body, headers["Content-Length"])
 
     def test_pieces_one_per_turn(self):
         """The pieces of a streamed body are handed over one per turn of the event loop."""

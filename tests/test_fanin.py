@@ -28,6 +28,7 @@ import yarl
 
 from aiohttp import web
 from aiohttp.http_writer import StreamWriter
+from multidict import CIMultiDict
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
@@ -402,6 +403,35 @@ class TestNegotiation:
         status, _, _ = run(main())
 
         assert 400 == status
+
+    def test_header_lines_read_together(self, tmp_path):
+        """Accept and Accept-Encoding sent on several lines are read whole, as everywhere."""
+        lines = CIMultiDict(
+            [
+                ("Accept", "text/plain;q=0.1"),
+                ("Accept", "application/openmetrics-text"),
+                ("Accept-Encoding", "identity;q=0.5"),
+                ("Accept-Encoding", "gzip"),
+            ]
+        )
+
+        async def main():
+            one = await worker(tmp_path, jobs(1))
+            async with (
+                fanin(tmp_path) as server,
+                aiohttp.ClientSession(auto_decompress=False) as session,
+                session.get(server.metrics_url, headers=lines) as answer,
+            ):
+                result = answer.status, answer.headers, await answer.read()
+            await one.close()
+            return result
+
+        status, headers, body = run(main())
+
+        assert 200 == status
+        assert headers["Content-Type"].startswith("application/openmetrics-text")
+        assert "gzip" == headers["Content-Encoding"]
+        assert gzip.decompress(body).endswith(b"# EOF\n")
 
 
 class TestOffTheLoop:

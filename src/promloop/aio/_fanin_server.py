@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from .._exposition import SCRAPE_TIMEOUT_HEADER, Guard, scrape_seconds, too_slow
+from .._exposition import SCRAPE_TIMEOUT_HEADER, Guard, joined, scrape_seconds, too_slow
 from ._fleet import DEFAULT_SCRAPE_TIMEOUT, Fleet
 from ._handler import raw_query, response
 from ._server import MetricsHTTPServer, require_credentials, serve_app
@@ -134,8 +134,9 @@ async def start_fanin(
         headers = request.headers
         scraper_timeout = headers.get(SCRAPE_TIMEOUT_HEADER)
         answering = fleet.scrape(
-            accept=headers.get("Accept"),
-            accept_encoding=headers.get("Accept-Encoding"),
+            # Every line of a list-valued header, as every mount point reads it.
+            accept=joined(headers.getall("Accept", None)),
+            accept_encoding=joined(headers.getall("Accept-Encoding", None)),
             query=raw_query(request),
             scraper_timeout=scraper_timeout,
         )
@@ -144,7 +145,7 @@ async def start_fanin(
             reply = await asyncio.wait_for(asyncio.wrap_future(answering), seconds)
         except asyncio.TimeoutError:
             reply = too_slow(fleet, seconds)
-        return response(reply, streamed=True)
+        return response(reply)
 
     async def targets(request: web.Request) -> web.Response:
         body = await fleet.targets_json()

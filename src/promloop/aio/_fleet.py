@@ -31,6 +31,7 @@ from prometheus_client.registry import Collector
 from .._exposition import (
     BAD_NAMES,
     Format,
+    Header,
     Reply,
     SharedRenders,
     encoded,
@@ -240,8 +241,8 @@ class Fleet:
     def scrape(
         self,
         *,
-        accept: str | None,
-        accept_encoding: str | None,
+        accept: Header,
+        accept_encoding: Header,
         query: str,
         scraper_timeout: str | None,
     ) -> concurrent.futures.Future[Reply]:

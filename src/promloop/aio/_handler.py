@@ -40,23 +40,61 @@ if TYPE_CHECKING:
 __all__ = ["make_handler", "server_stats"]
 
 
-def response(reply: Reply, *, streamed: bool = False) -> web.Response:
+def response(reply: Reply) -> web.Response:
     """Turn the core's reply into an aiohttp response.
 
-    Args:
-        reply: The core's reply.
-        streamed: Write a body of several pieces a piece at a time, aiohttp
-            waiting for the socket between two, instead of joining them
-            into ``body``: for a request that came from a socket, not for a
-            stand-in whose caller reads ``body``.
+    A body of several pieces is written a piece at a time, and still reads
+    as bytes (see :class:`_PiecesResponse`).
     """
     # Headers are set as given: aiohttp's content_type= argument rejects a
     # content type with parameters (https://github.com/aio-libs/aiohttp/issues/2197).
     headers = dict(reply.headers)
-    if not streamed or len(reply.pieces) < 2:  # noqa: PLR2004 -- one piece is written whole
+    if len(reply.pieces) < 2:  # noqa: PLR2004 -- one piece is written whole
         return web.Response(status=reply.status, headers=headers, body=reply.body)
-    headers["Content-Length"] = str(reply.length)  # not chunked: aiohttp cannot tell the size
-    return web.Response(status=reply.status, headers=headers, body=_one_by_one(reply.pieces))
+    return _PiecesResponse(reply, headers)
+
+
+class _PiecesResponse(web.Response):
+    """A response written a piece at a time that still reads as bytes.
+
+    aiohttp writes ``_body`` (a payload that yields the pieces); code that
+    reads ``body`` or ``text`` (an application's tests with
+    ``make_mocked_request``, a middleware, a handler wrapping this one)
+    gets the joined bytes, as before the body came in pieces.
+    """
+
+    def __init__(self, reply: Reply, headers: dict[str, str]) -> None:
+        super().__init__(status=reply.status, headers=headers, body=_one_by_one(reply.pieces))
+        # After the body is set (by the setter below, which drops a length):
+        # not chunked, as aiohttp cannot tell the size of a body it reads a
+        # piece at a time.
+        self.headers["Content-Length"] = str(reply.length)
+        self._pieces: tuple[bytes, ...] | None = reply.pieces
+
+    @property
+    def body(self) -> Any:
+        return self._body if self._pieces is None else b"".join(self._pieces)
+
+    @body.setter
+    def body(self, body: Any) -> None:
+        self._replaced()
+        web.Response.body.fset(self, body)  # type: ignore[attr-defined]
+
+    @property
+    def text(self) -> str | None:
+        if self._pieces is None:
+            return cast("str | None", web.Response.text.fget(self))  # type: ignore[attr-defined]
+        return b"".join(self._pieces).decode(self.charset or "utf-8")
+
+    @text.setter
+    def text(self, text: str) -> None:
+        self._replaced()
+        web.Response.text.fset(self, text)  # type: ignore[attr-defined]
+
+    def _replaced(self) -> None:
+        # The pieces' length no longer applies: aiohttp works out the new one.
+        self._pieces = None
+        self.headers.pop("Content-Length", None)
 
 
 async def _one_by_one(pieces: tuple[bytes, ...]) -> AsyncIterator[bytes]:
@@ -115,8 +153,7 @@ def serve(
             reply = await asyncio.wait_for(answer(headers, raw_query(request)), seconds)
         except asyncio.TimeoutError:
             reply = too_slow(exposition.registry, seconds)
-        # A stand-in request (a test's) may be passed where a Request is declared.
-        return response(reply, streamed=isinstance(cast("object", request), web.BaseRequest))
+        return response(reply)
 
     async def answer(headers: MultiMapping[str], query: str) -> Reply:
         if hooks is not None:
