@@ -17,6 +17,7 @@ import os
 import pathlib
 import socket
 import threading
+import time
 
 import pytest
 
@@ -545,6 +546,37 @@ class TestOffTheLoop:
             status, _, body = run(main())
 
         assert 2 < writes  # the first answer was cut short, the second one sent whole
+        assert 200 == status
+        assert BIG_SERIES == len([k for k in samples(body) if k[0] == "big"])
+        assert [] == [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+    def test_scraper_gone_before_the_answer(self, tmp_path, monkeypatch, caplog):
+        """A scraper that hangs up while the fan-in merges (its own timeout) is no error."""
+        merge = _merge.Merger.merge
+
+        def slow_merge(self, *args, **kwargs):
+            time.sleep(0.3)
+            return merge(self, *args, **kwargs)
+
+        monkeypatch.setattr(_merge.Merger, "merge", slow_merge)
+
+        async def main():
+            one = await worker(tmp_path, big_registry())
+            async with fanin(tmp_path) as server:
+                url = yarl.URL(server.metrics_url)
+                _, writer = await asyncio.open_connection(url.host, url.port)
+                writer.write(f"GET {url.path} HTTP/1.1\r\nHost: fanin\r\n\r\n".encode())
+                await writer.drain()
+                await asyncio.sleep(0.05)
+                writer.close()  # before the answer is ready
+                await asyncio.sleep(0.5)
+                answer = await fetch(server.metrics_url)
+            await one.close()
+            return answer
+
+        with caplog.at_level(logging.DEBUG):
+            status, _, body = run(main())
+
         assert 200 == status
         assert BIG_SERIES == len([k for k in samples(body) if k[0] == "big"])
         assert [] == [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
