@@ -228,11 +228,13 @@ class TestMakeHandler:
     def test_large_body_replaced(self, registry, attribute):
         """A middleware that replaces a large body sends the new one, with its own length."""
         fill(registry)
+        read = []
 
         @web.middleware
         async def replace(request, handler):
             answer = await handler(request)
             setattr(answer, attribute, b"replaced" if attribute == "body" else "replaced")
+            read.append((answer.body, answer.text))
             return answer
 
         async def main():
@@ -247,6 +249,7 @@ class TestMakeHandler:
         status, headers, body = run(main())
 
         assert (200, b"replaced", "8") == (status, body, headers["Content-Length"])
+        assert [(b"replaced", "replaced")] == read  # read back as set
 
     def test_pieces_one_per_turn(self):
         """The pieces of a streamed body are handed over one per turn of the event loop."""
