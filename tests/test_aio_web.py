@@ -12,6 +12,7 @@ import sys
 import threading
 import urllib.error
 import urllib.request
+import zlib
 
 from types import SimpleNamespace
 from unittest import mock
@@ -70,6 +71,33 @@ async def fetch(url, *, method="GET", headers=None, ssl_context=None):
         session.request(method, url, headers=headers or PLAIN, ssl=ssl_context) as response,
     ):
         return response.status, response.headers, await response.read()
+
+
+async def with_middleware(registry, method, headers, requests=1):
+    """Serve *registry* behind a middleware that calls *method* on each answer.
+
+    Return (status, headers, raw body), or with *requests* of 2 a HEAD's and
+    then a GET's, on one connection.
+    """
+
+    @web.middleware
+    async def middleware(request, handler):
+        answer = await handler(request)
+        getattr(answer, method)()
+        return answer
+
+    app = web.Application(middlewares=[middleware])
+    app.router.add_get("/metrics", make_handler(registry))
+    runner, base = await serve_app(app)
+    answers = []
+    try:
+        async with aiohttp.ClientSession(auto_decompress=False) as session:
+            for verb in ["HEAD", "GET"][-requests:]:
+                async with session.request(verb, f"{base}/metrics", headers=headers) as answer:
+                    answers.append((answer.status, answer.headers, await answer.read()))
+    finally:
+        await runner.cleanup()
+    return answers[0] if requests == 1 else answers
 
 
 async def raw_request(base, request_line, *header_lines):
@@ -250,6 +278,54 @@ class TestMakeHandler:
 
         assert (200, b"replaced", "8") == (status, body, headers["Content-Length"])
         assert [(b"replaced", "replaced")] == read  # read back as set
+
+    def test_large_piece_handed_over_in_slices(self):
+        """A large piece (the fan-in's copy of a worker's family) goes out in slices."""
+        large = b"x" * (2 * _handler._AT_A_TIME + 1)
+
+        async def main():
+            return [bytes(piece) async for piece in _handler._one_by_one((large, b"y"))]
+
+        handed = run(main())
+
+        assert [_handler._AT_A_TIME, _handler._AT_A_TIME, 1, 1] == [len(p) for p in handed]
+        assert large + b"y" == b"".join(handed)
+
+    @pytest.mark.parametrize("size", ["small", "large"])
+    def test_compression_middleware_encodes_once(self, registry, hits, size):
+        """A middleware's enable_compression() leaves a body promloop gzipped already alone."""
+        if size == "large":
+            fill(registry)
+
+        status, headers, body = run(
+            with_middleware(registry, "enable_compression", {"Accept-Encoding": "gzip"})
+        )
+
+        assert (200, "gzip") == (status, headers["Content-Encoding"])
+        assert generate_latest(registry) == gzip.decompress(body)  # one layer
+
+    def test_compression_middleware_on_head(self, registry):
+        """HEAD of a large answer, with a compression middleware, leaves the connection sound."""
+        fill(registry)
+
+        (head, get) = run(
+            with_middleware(registry, "enable_compression", {"Accept-Encoding": "deflate"}, 2)
+        )
+
+        assert (200, b"") == (head[0], head[2])
+        assert (200, "deflate") == (get[0], get[1]["Content-Encoding"])
+        assert generate_latest(registry) == zlib.decompress(get[2])
+
+    def test_chunked_middleware(self, registry):
+        """A middleware's enable_chunked_encoding() on a large answer sends it chunked, whole."""
+        fill(registry)
+
+        status, headers, body = run(
+            with_middleware(registry, "enable_chunked_encoding", {"Accept-Encoding": "identity"})
+        )
+
+        assert (200, "chunked") == (status, headers["Transfer-Encoding"])
+        assert generate_latest(registry) == body
 
     def test_pieces_one_per_turn(self):
         """The pieces of a streamed body are handed over one per turn of the event loop."""

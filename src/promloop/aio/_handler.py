@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy, MultiMapping
@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 
 __all__ = ["make_handler", "server_stats"]
 
+_AT_A_TIME: Final = 256 * 1024
+"""The most bytes of a body handed to aiohttp in one turn of the event loop."""
+
 
 def response(reply: Reply) -> web.Response:
     """Turn the core's reply into an aiohttp response.
@@ -50,11 +53,20 @@ def response(reply: Reply) -> web.Response:
     # content type with parameters (https://github.com/aio-libs/aiohttp/issues/2197).
     headers = dict(reply.headers)
     if len(reply.pieces) < 2:  # noqa: PLR2004 -- one piece is written whole
-        return web.Response(status=reply.status, headers=headers, body=reply.body)
+        return _Response(status=reply.status, headers=headers, body=reply.body)
     return _PiecesResponse(reply, headers)
 
 
-class _PiecesResponse(web.Response):
+class _Response(web.Response):
+    """A response whose body an application's compression middleware encodes once only."""
+
+    def enable_compression(self, *args: Any, **kwargs: Any) -> None:
+        # A body gzipped already (the scraper accepts gzip) is not encoded twice.
+        if "Content-Encoding" not in self.headers:
+            super().enable_compression(*args, **kwargs)
+
+
+class _PiecesResponse(_Response):
     """A response written a piece at a time that still reads as bytes.
 
     aiohttp writes ``_body`` (a payload that yields the pieces); code that
@@ -70,6 +82,7 @@ class _PiecesResponse(web.Response):
         # piece at a time.
         self.headers["Content-Length"] = str(reply.length)
         self._pieces: tuple[bytes, ...] | None = reply.pieces
+        self._compression_asked: tuple[tuple[Any, ...], dict[str, Any]] | None = None
 
     @property
     def body(self) -> Any:
@@ -91,23 +104,49 @@ class _PiecesResponse(web.Response):
         self._replaced()
         web.Response.text.fset(self, text)  # type: ignore[attr-defined]
 
+    def enable_chunked_encoding(self, *args: Any, **kwargs: Any) -> None:
+        # The length set above is the pieces', not one the caller chose:
+        # chunked, as for a body of one piece.
+        if self._pieces is not None:
+            self.headers.pop("Content-Length", None)
+        super().enable_chunked_encoding(*args, **kwargs)
+
+    def enable_compression(self, *args: Any, **kwargs: Any) -> None:
+        # Applied in prepare(), once the method is known: aiohttp compresses
+        # a payload as it writes it, and would end a HEAD answer with an
+        # empty compressed stream, bytes after the headers that break the
+        # connection's next answer.
+        self._compression_asked = (args, kwargs)
+
+    async def prepare(self, request: web.BaseRequest) -> Any:
+        if self._compression_asked is not None and request.method != "HEAD":
+            args, kwargs = self._compression_asked
+            super().enable_compression(*args, **kwargs)
+        return await super().prepare(request)
+
     def _replaced(self) -> None:
         # The pieces' length no longer applies: aiohttp works out the new one.
         self._pieces = None
         self.headers.pop("Content-Length", None)
 
 
-async def _one_by_one(pieces: tuple[bytes, ...]) -> AsyncIterator[bytes]:
+async def _one_by_one(pieces: tuple[bytes, ...]) -> AsyncIterator[memoryview]:
     """Hand aiohttp the pieces one per turn of the event loop.
 
     aiohttp waits for the socket only while its buffer is full: a scraper
     that reads fast would otherwise take a body of tens of megabytes in one
     turn, every other task waiting meanwhile.
     """
-    for number, piece in enumerate(pieces):
-        if number:
-            await asyncio.sleep(0)
-        yield piece
+    first = True
+    for piece in pieces:
+        # A piece may be large (the fan-in's copy of one worker's family):
+        # handed over in slices, as the render's pieces are.
+        view = memoryview(piece)
+        for start in range(0, len(view), _AT_A_TIME):
+            if not first:
+                await asyncio.sleep(0)
+            first = False
+            yield view[start : start + _AT_A_TIME]
 
 
 def _headers(headers: Mapping[str, str]) -> MultiMapping[str]:
