@@ -58,7 +58,7 @@ TEXT = {"Accept": "text/plain;version=0.0.4", "Accept-Encoding": "identity"}
 
 async def fetch(url, headers=None, *, auth=None):
     """Return (status, headers, raw body) of a GET, without decompressing."""
-    headers = dict(headers or TEXT)
+    headers = CIMultiDict(headers or TEXT)  # a header may be repeated
     if auth is not None:
         headers["Authorization"] = auth.authorization()
     async with (
@@ -404,6 +404,31 @@ class TestNegotiation:
         status, _, _ = run(main())
 
         assert 400 == status
+
+    @pytest.mark.parametrize(
+        ("lines", "read"), [(["5"], "5"), (["1", "30"], None), (["30", "1"], None)]
+    )
+    def test_repeated_timeout_is_malformed(self, tmp_path, monkeypatch, lines, read):
+        """A scrape timeout stated twice is read as none, whatever the order, as everywhere."""
+        seen = []
+        scrape = _fleet.Fleet.scrape
+
+        def spy(self, **kwargs):
+            seen.append(kwargs["scraper_timeout"])
+            return scrape(self, **kwargs)
+
+        monkeypatch.setattr(_fleet.Fleet, "scrape", spy)
+        stated = CIMultiDict(
+            [*TEXT.items(), *((_exposition.SCRAPE_TIMEOUT_HEADER, v) for v in lines)]
+        )
+
+        async def main():
+            async with fanin(tmp_path) as server:
+                return await fetch(server.metrics_url, stated)
+
+        status, _, _ = run(main())
+
+        assert (200, [read]) == (status, seen)
 
     def test_header_lines_read_together(self, tmp_path):
         """Accept and Accept-Encoding sent on several lines are read whole, as everywhere."""

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from .._exposition import SCRAPE_TIMEOUT_HEADER, Guard, joined, scrape_seconds, too_slow
+from .._exposition import SCRAPE_TIMEOUT_HEADER, Guard, joined, scrape_seconds, single, too_slow
 from ._fleet import DEFAULT_SCRAPE_TIMEOUT, Fleet
 from ._handler import raw_query, response
 from ._server import MetricsHTTPServer, require_credentials, serve_app
@@ -132,7 +132,8 @@ async def start_fanin(
 
     async def metrics(request: web.Request) -> web.Response:
         headers = request.headers
-        scraper_timeout = headers.get(SCRAPE_TIMEOUT_HEADER)
+        # Repeated, it is malformed, as every mount point reads it.
+        scraper_timeout = single(headers.getall(SCRAPE_TIMEOUT_HEADER, None))
         answering = fleet.scrape(
             # Every line of a list-valued header, as every mount point reads it.
             accept=joined(headers.getall("Accept", None)),

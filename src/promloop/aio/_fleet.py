@@ -244,7 +244,7 @@ class Fleet:
         accept: Header,
         accept_encoding: Header,
         query: str,
-        scraper_timeout: str | None,
+        scraper_timeout: Header,
     ) -> concurrent.futures.Future[Reply]:
         """Answer one scrape of the fan-in, in a thread of its own.
 
@@ -266,7 +266,7 @@ class Fleet:
         )
         return self._renders.submit(view, lambda: self._answer(*view), self._executor.submit)
 
-    def deadline(self, scraper_timeout: str | None) -> float:
+    def deadline(self, scraper_timeout: Header) -> float:
         """Return how many seconds the workers get, given the scraper's own timeout.
 
         *scrape_timeout*, or three quarters of the time the scrape may take
