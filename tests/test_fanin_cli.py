@@ -198,6 +198,17 @@ class TestCommandLine:
         assert 2 == status
         assert "--exit-on-eof needs standard input to be a pipe" in capsys.readouterr().err
 
+    def test_exit_on_eof_on_a_terminal(self, monkeypatch):
+        """--exit-on-eof on a terminal is allowed: Ctrl-D ends the input."""
+        main_end, terminal_end = os.openpty()
+        try:
+            with os.fdopen(terminal_end) as terminal:
+                monkeypatch.setattr(sys, "stdin", terminal)
+
+                _cli._check_stdin_is_a_pipe()  # raises nothing
+        finally:
+            os.close(main_end)
+
     @pytest.mark.parametrize(
         "args",
         [

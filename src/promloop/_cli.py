@@ -197,9 +197,10 @@ def _check_stdin_is_a_pipe() -> None:
     """
     try:
         mode = os.fstat(sys.stdin.fileno()).st_mode
+        terminal = sys.stdin.isatty()  # Ctrl-D ends it
     except (AttributeError, ValueError, OSError):  # sys.stdin is None, or closed
-        mode = 0
-    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+        mode, terminal = 0, False
+    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or terminal):
         msg = "--exit-on-eof needs standard input to be a pipe, held open by the parent process"
         raise UsageError(msg)
 
