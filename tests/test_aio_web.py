@@ -327,6 +327,16 @@ class TestMakeHandler:
         assert (200, "chunked") == (status, headers["Transfer-Encoding"])
         assert generate_latest(registry) == body
 
+    def test_chunked_with_a_length_of_the_callers(self, registry):
+        """A length the caller set on a replaced body is theirs: chunked fails, as in aiohttp."""
+        fill(registry)
+        answer = run(make_handler(registry)(make_mocked_request("GET", "/metrics")))
+        answer.body = b"replaced"
+        answer.headers["Content-Length"] = "8"
+
+        with pytest.raises(RuntimeError, match="content length is set"):
+            answer.enable_chunked_encoding()
+
     def test_pieces_one_per_turn(self):
         """The pieces of a streamed body are handed over one per turn of the event loop."""
         ticks = 0
